@@ -202,6 +202,8 @@ func TestValidate(t *testing.T) {
 		{"server name port out of range", func(c *Config) { c.ServerName = "a.test:70000" }, `server_name: "a.test:70000": port "70000" is not a number from 1 to 65535`},
 		{"server name port zero", func(c *Config) { c.ServerName = "a.test:0" }, "is not a number from 1 to 65535"},
 		{"bad IPv6", func(c *Config) { c.ServerName = "[zz]:1" }, "is not an IPv6 address"},
+		{"bad IPv4", func(c *Config) { c.ServerName = "256.1.1.1:8448" }, `"256.1.1.1" is not an IPv4 address`},
+		{"long port", func(c *Config) { c.ServerName = "a.test:000001" }, "is not a number from 1 to 65535"},
 		{"data dir", func(c *Config) { c.DataDir = " " }, "data_dir: must not be empty"},
 		{"listen not host:port", func(c *Config) { c.Federation.Listen = "abc" }, `federation.listen: "abc": expected host:port`},
 		{"listen bad port", func(c *Config) { c.Federation.Listen = "127.0.0.1:99999" }, `federation.listen: "127.0.0.1:99999": port "99999" is not a number from 0 to 65535`},

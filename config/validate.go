@@ -189,14 +189,32 @@ func validServerName(s string) error {
 		if !validHostname(host) {
 			return fmt.Errorf("hostname %q may only contain letters, digits, '.' and '-' (at most 255)", host)
 		}
+		if looksLikeIPv4(host) && net.ParseIP(host) == nil {
+			return fmt.Errorf("%q is not an IPv4 address", host)
+		}
 	}
 	if port != "" || strings.HasSuffix(s, ":") {
 		n, err := strconv.Atoi(port)
-		if err != nil || n < 1 || n > 65535 || port[0] == '+' || port[0] == '-' {
+		if err != nil || n < 1 || n > 65535 || len(port) > 5 || port[0] == '+' || port[0] == '-' {
 			return fmt.Errorf("port %q is not a number from 1 to 65535", port)
 		}
 	}
 	return nil
+}
+
+// looksLikeIPv4 reports whether h is four dot-separated groups of digits,
+// which the grammar reads as an IPv4 literal rather than a DNS name.
+func looksLikeIPv4(h string) bool {
+	groups := strings.Split(h, ".")
+	if len(groups) != 4 {
+		return false
+	}
+	for _, g := range groups {
+		if g == "" || strings.Trim(g, "0123456789") != "" {
+			return false
+		}
+	}
+	return true
 }
 
 // validHostname allows what the server-name grammar allows for a DNS name
