@@ -176,14 +176,11 @@ func federationTLS(cfg *config.Config, logger zerolog.Logger) (*tls.Config, erro
 // newLogger builds the process logger: JSON, or human-readable console
 // output when log.format is "console" or "auto" on a terminal.
 func newLogger(c config.Log, w io.Writer) zerolog.Logger {
-	console := c.Format == "console"
-	if c.Format == "auto" {
-		if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
-			console = true
-		}
-	}
-	if console {
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
+	f, isFile := w.(*os.File)
+	terminal := isFile && isatty.IsTerminal(f.Fd())
+	if c.Format == "console" || c.Format == "auto" && terminal {
+		// Colours only where a terminal will interpret them.
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339, NoColor: !terminal}
 	}
 	level, err := zerolog.ParseLevel(c.Level)
 	if err != nil {
