@@ -288,3 +288,10 @@ func TestHostListenUnix(t *testing.T) {
 		t.Errorf("HostListenUnix() = %q, %v", p, ok)
 	}
 }
+
+func TestUnknownEnv(t *testing.T) {
+	got := UnknownEnv([]string{"FERRY_SERVER_NAME=a", "FERRY_FEDERATION_LISTN=x", "HOME=/root", "FERRY_HOST_TOKEN=", "FERRY_X"})
+	if !reflect.DeepEqual(got, []string{"FERRY_FEDERATION_LISTN", "FERRY_X"}) {
+		t.Errorf("UnknownEnv = %v", got)
+	}
+}

@@ -116,3 +116,21 @@ func setFromString(v reflect.Value, raw string) error {
 	}
 	return nil
 }
+
+// UnknownEnv returns the names of FERRY_* variables in environ (as
+// os.Environ gives it) that match no key, so that a misspelt override is
+// reported instead of silently doing nothing.
+func UnknownEnv(environ []string) []string {
+	known := map[string]bool{}
+	for _, f := range fields(Default()) {
+		known[f.env] = true
+	}
+	var out []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, EnvPrefix) && !known[name] {
+			out = append(out, name)
+		}
+	}
+	return out
+}

@@ -68,6 +68,9 @@ func serve(ctx context.Context, args []string, env config.LookupEnv, stderr io.W
 	if path != "" {
 		logger.Info().Str("file", path).Msg("configuration loaded")
 	}
+	for _, name := range config.UnknownEnv(os.Environ()) {
+		logger.Warn().Str("variable", name).Msg("environment variable matches no configuration key; ignored")
+	}
 	inst, err := start(cfg, logger)
 	if err != nil {
 		logger.Error().Err(err).Msg("start failed")

@@ -216,6 +216,7 @@ func TestServe_KeysAndVersionOverTLS(t *testing.T) {
 }
 
 func TestServe_PlainHTTP(t *testing.T) {
+	t.Setenv("FERRY_FEDERATION_LISTN", "127.0.0.1:1") // a typo is reported
 	r := startServe(t, map[string]string{
 		"FERRY_DATA_DIR":                     t.TempDir(),
 		"FERRY_FEDERATION_LISTEN":            "127.0.0.1:0",
@@ -229,6 +230,9 @@ func TestServe_PlainHTTP(t *testing.T) {
 	body := get(t, http.DefaultClient, url+"/.well-known/matrix/server")
 	if string(body) != `{"m.server":"matrix.example.org:443"}` {
 		t.Errorf("well-known: %s", body)
+	}
+	if !strings.Contains(r.stderr.String(), `"variable":"FERRY_FEDERATION_LISTN"`) {
+		t.Errorf("misspelt variable not reported:\n%s", r.stderr)
 	}
 }
 
