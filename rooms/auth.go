@@ -57,7 +57,7 @@ type authCheck struct {
 	v      Version
 	state  map[StateTuple]*Event
 	create *Event
-	pl     PowerLevels
+	pl     levels
 }
 
 // CheckAuth applies the state-dependent authorization rules of ev's room
@@ -96,7 +96,7 @@ func checkAuth(ev *Event, state map[StateTuple]*Event) *AuthError {
 	if fed, ok := create.Content()["m.federate"].(bool); ok && !fed && ev.SenderServer() != create.SenderServer() {
 		return reject(ev, "federate", "the room is not federated (m.federate is false) and the sender's server %s is not the creator's %s", ev.SenderServer(), create.SenderServer())
 	}
-	pl, err := powerLevelsOf(create, state[StateTuple{typePowerLevels, ""}])
+	pl, err := levelsOf(create, state[StateTuple{typePowerLevels, ""}])
 	if err != nil {
 		return reject(ev, "power_levels", "the room's power levels are unusable: %v", err)
 	}
@@ -109,16 +109,16 @@ func checkAuth(ev *Event, state map[StateTuple]*Event) *AuthError {
 	if m := c.membership(ev.Sender()); m != membershipJoin {
 		return reject(ev, "sender", "sender is not joined to the room (membership %s)", m)
 	}
-	senderPower := pl.userPower(ev.Sender())
+	senderPower := pl.user(ev.Sender())
 	// v10 6 / v12 7: m.room.third_party_invite needs the invite level.
 	if ev.Type() == typeThirdPartyInvite {
-		if senderPower.less(finite(pl.Invite)) {
-			return reject(ev, "third_party_invite", "sender's power level %s is below the invite level %d", senderPower, pl.Invite)
+		if senderPower.less(finite(pl.invite())) {
+			return reject(ev, "third_party_invite", "sender's power level %s is below the invite level %d", senderPower, pl.invite())
 		}
 		return nil
 	}
 	// v10 7 / v12 8: the event type's required power level.
-	if required := pl.EventLevel(ev.Type(), ev.IsState()); senderPower.less(finite(required)) {
+	if required := pl.eventLevel(ev.Type(), ev.IsState()); senderPower.less(finite(required)) {
 		return reject(ev, "power_level", "sender's power level %s is below the %d required for %s", senderPower, required, describeType(ev))
 	}
 	// v10 8 / v12 9: state keys naming a user belong to that user.
@@ -348,9 +348,9 @@ func RedactionAllowed(redaction, target *Event, state map[StateTuple]*Event) boo
 	if redaction.SenderServer() == target.SenderServer() {
 		return true
 	}
-	pl, err := powerLevelsOf(state[CreateTuple], state[StateTuple{typePowerLevels, ""}])
+	pl, err := levelsOf(state[CreateTuple], state[StateTuple{typePowerLevels, ""}])
 	if err != nil {
 		return false
 	}
-	return !pl.userPower(redaction.Sender()).less(finite(pl.Redact))
+	return !pl.user(redaction.Sender()).less(finite(pl.redact()))
 }

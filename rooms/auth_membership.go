@@ -102,8 +102,8 @@ func (c *authCheck) checkJoin(target string) *AuthError {
 		if m := c.membership(via); m != membershipJoin {
 			return reject(ev, "membership", "join: the authorising user %s is not joined (membership %s)", via, m)
 		}
-		if p := c.pl.userPower(via); p.less(finite(c.pl.Invite)) {
-			return reject(ev, "membership", "join: the authorising user %s has power level %s, below the invite level %d", via, p, c.pl.Invite)
+		if p := c.pl.user(via); p.less(finite(c.pl.invite())) {
+			return reject(ev, "membership", "join: the authorising user %s has power level %s, below the invite level %d", via, p, c.pl.invite())
 		}
 		// 4.3.5.3: otherwise, allow.
 		return nil
@@ -135,8 +135,8 @@ func (c *authCheck) checkInvite(target string) *AuthError {
 		return reject(ev, "membership", "invite: the target's membership is %s", m)
 	}
 	// v10 4.4.4 / v12 5.4.4, else 4.4.5 / 5.4.5.
-	if p := c.pl.userPower(ev.Sender()); p.less(finite(c.pl.Invite)) {
-		return reject(ev, "membership", "invite: sender's power level %s is below the invite level %d", p, c.pl.Invite)
+	if p := c.pl.user(ev.Sender()); p.less(finite(c.pl.invite())) {
+		return reject(ev, "membership", "invite: sender's power level %s is below the invite level %d", p, c.pl.invite())
 	}
 	return nil
 }
@@ -255,16 +255,16 @@ func (c *authCheck) checkLeave(target string) *AuthError {
 	if m := c.membership(ev.Sender()); m != membershipJoin {
 		return reject(ev, "membership", "kick: sender is not joined (membership %s)", m)
 	}
-	senderPower := c.pl.userPower(ev.Sender())
+	senderPower := c.pl.user(ev.Sender())
 	// v10 4.5.3 / v12 5.5.3: unbanning needs the ban level.
-	if c.membership(target) == membershipBan && senderPower.less(finite(c.pl.Ban)) {
-		return reject(ev, "membership", "unban: sender's power level %s is below the ban level %d", senderPower, c.pl.Ban)
+	if c.membership(target) == membershipBan && senderPower.less(finite(c.pl.ban())) {
+		return reject(ev, "membership", "unban: sender's power level %s is below the ban level %d", senderPower, c.pl.ban())
 	}
 	// v10 4.5.4 / v12 5.5.4, else 4.5.5 / 5.5.5.
-	if senderPower.less(finite(c.pl.Kick)) {
-		return reject(ev, "membership", "kick: sender's power level %s is below the kick level %d", senderPower, c.pl.Kick)
+	if senderPower.less(finite(c.pl.kick())) {
+		return reject(ev, "membership", "kick: sender's power level %s is below the kick level %d", senderPower, c.pl.kick())
 	}
-	if targetPower := c.pl.userPower(target); !targetPower.less(senderPower) {
+	if targetPower := c.pl.user(target); !targetPower.less(senderPower) {
 		return reject(ev, "membership", "kick: the target's power level %s is not below the sender's %s", targetPower, senderPower)
 	}
 	return nil
@@ -278,11 +278,11 @@ func (c *authCheck) checkBan(target string) *AuthError {
 		return reject(ev, "membership", "ban: sender is not joined (membership %s)", m)
 	}
 	// v10 4.6.2 / v12 5.6.2, else 4.6.3 / 5.6.3.
-	senderPower := c.pl.userPower(ev.Sender())
-	if senderPower.less(finite(c.pl.Ban)) {
-		return reject(ev, "membership", "ban: sender's power level %s is below the ban level %d", senderPower, c.pl.Ban)
+	senderPower := c.pl.user(ev.Sender())
+	if senderPower.less(finite(c.pl.ban())) {
+		return reject(ev, "membership", "ban: sender's power level %s is below the ban level %d", senderPower, c.pl.ban())
 	}
-	if targetPower := c.pl.userPower(target); !targetPower.less(senderPower) {
+	if targetPower := c.pl.user(target); !targetPower.less(senderPower) {
 		return reject(ev, "membership", "ban: the target's power level %s is not below the sender's %s", targetPower, senderPower)
 	}
 	return nil

@@ -12,7 +12,7 @@ func (c *authCheck) checkPowerLevels() *AuthError {
 	newUsers, _ := content["users"].(map[string]any)
 	// v12 10.4: creators cannot be listed in users.
 	for _, u := range sortedKeys(newUsers) {
-		if c.pl.Creators[u] {
+		if c.pl.creators[u] {
 			return reject(ev, "power_levels", "users lists %s, a room creator, whose power cannot be set", u)
 		}
 	}
@@ -22,7 +22,7 @@ func (c *authCheck) checkPowerLevels() *AuthError {
 		return nil
 	}
 	oldContent := old.Content()
-	sender := c.pl.userPower(ev.Sender())
+	sender := c.pl.user(ev.Sender())
 	above := func(n int64) bool { return sender.less(finite(n)) }
 	// v10 9.5 / v12 10.6: top-level levels added, changed or removed.
 	for _, key := range powerLevelIntegerKeys {

@@ -311,3 +311,89 @@ func InitialPowerLevelsContent(v Version, creator string) map[string]any {
 		"notifications": map[string]any{"room": int64(50)},
 	}
 }
+
+// levels reads power levels straight from the content of the room's
+// power-levels event, without copying its users map: the auth rules need a
+// handful of lookups per event, and a large room's users map may hold
+// thousands of entries. A value that is not an integer counts as absent
+// (falls back to its default); such an event cannot have passed the rules
+// of a version with Version.IntegerPowerLevels.
+type levels struct {
+	content  map[string]any // nil when the room has no power-levels event
+	users    map[string]any
+	events   map[string]any
+	creators map[string]bool // infinite power
+	// noPLCreator has level 100 when there is no power-levels event and
+	// creators are not privileged (room version 10's content.creator).
+	noPLCreator string
+}
+
+func levelsOf(create, plEvent *Event) (levels, error) {
+	var l levels
+	if create != nil {
+		privileged, err := privilegedCreators(create)
+		if err != nil {
+			return l, err
+		}
+		if len(privileged) > 0 {
+			l.creators = make(map[string]bool, len(privileged))
+			for _, c := range privileged {
+				l.creators[c] = true
+			}
+		}
+	}
+	if plEvent == nil {
+		if create != nil && create.Version().Creators == CreatorFromContent {
+			l.noPLCreator, _ = create.Content()["creator"].(string)
+		}
+		return l, nil
+	}
+	if !plEvent.Version().IntegerPowerLevels {
+		return l, fmt.Errorf("power levels: room version %s allows string levels, which Ferry does not implement", plEvent.Version().ID)
+	}
+	l.content = plEvent.Content()
+	l.users, _ = l.content["users"].(map[string]any)
+	l.events, _ = l.content["events"].(map[string]any)
+	return l, nil
+}
+
+// named returns the top-level level key ("ban", "invite", ...) or def.
+func (l levels) named(key string, def int64) int64 {
+	if n, ok := l.content[key].(int64); ok {
+		return n
+	}
+	return def
+}
+
+func (l levels) ban() int64    { return l.named("ban", DefaultBanLevel) }
+func (l levels) kick() int64   { return l.named("kick", DefaultKickLevel) }
+func (l levels) invite() int64 { return l.named("invite", DefaultInviteLevel) }
+func (l levels) redact() int64 { return l.named("redact", DefaultRedactLevel) }
+
+// eventLevel is the required power level for an event type.
+func (l levels) eventLevel(typ string, isState bool) int64 {
+	if n, ok := l.events[typ].(int64); ok {
+		return n
+	}
+	if isState {
+		return l.named("state_default", DefaultStateDefaultLevel)
+	}
+	return l.named("events_default", DefaultEventsDefaultLevel)
+}
+
+// user is userID's power, infinite for a privileged creator.
+func (l levels) user(userID string) power {
+	if l.creators[userID] {
+		return power{n: math.MaxInt64, infinite: true}
+	}
+	if l.content == nil {
+		if l.noPLCreator != "" && userID == l.noPLCreator {
+			return finite(CreatorLevelWithoutPowerLevels)
+		}
+		return finite(DefaultUsersDefaultLevel)
+	}
+	if n, ok := l.users[userID].(int64); ok {
+		return finite(n)
+	}
+	return finite(l.named("users_default", DefaultUsersDefaultLevel))
+}
