@@ -154,7 +154,9 @@ func TestAuthSelection(t *testing.T) {
 		pl := rooms.StateTuple{Type: "m.room.power_levels"}
 		jr := rooms.StateTuple{Type: "m.room.join_rules"}
 		member := func(u string) rooms.StateTuple { return rooms.StateTuple{Type: "m.room.member", StateKey: u} }
-		with := func(ts ...rooms.StateTuple) []rooms.StateTuple { return append(append([]rooms.StateTuple{}, create...), ts...) }
+		with := func(ts ...rooms.StateTuple) []rooms.StateTuple {
+			return append(append([]rooms.StateTuple{}, create...), ts...)
+		}
 		signed := roomstest.ThirdPartySigned(t, carol, "tok", roomstest.IdentityKey())
 		cases := []struct {
 			name string
