@@ -12,7 +12,7 @@ func (c *authCheck) checkPowerLevels() *AuthError {
 	newUsers, _ := content["users"].(map[string]any)
 	// v12 10.4: creators cannot be listed in users.
 	for _, u := range sortedKeys(newUsers) {
-		if c.pl.creators[u] {
+		if c.pl.isCreator(u) {
 			return reject(ev, "power_levels", "users lists %s, a room creator, whose power cannot be set", u)
 		}
 	}

@@ -322,7 +322,10 @@ type levels struct {
 	content  map[string]any // nil when the room has no power-levels event
 	users    map[string]any
 	events   map[string]any
-	creators map[string]bool // infinite power
+	// creatorsFrom is the create event whose sender and
+	// additional_creators have infinite power (nil where creators are not
+	// privileged).
+	creatorsFrom *Event
 	// noPLCreator has level 100 when there is no power-levels event and
 	// creators are not privileged (room version 10's content.creator).
 	noPLCreator string
@@ -331,15 +334,12 @@ type levels struct {
 func levelsOf(create, plEvent *Event) (levels, error) {
 	var l levels
 	if create != nil {
-		privileged, err := privilegedCreators(create)
-		if err != nil {
-			return l, err
-		}
-		if len(privileged) > 0 {
-			l.creators = make(map[string]bool, len(privileged))
-			for _, c := range privileged {
-				l.creators[c] = true
-			}
+		switch create.Version().Creators {
+		case CreatorFromContent:
+		case CreatorSenderPrivileged:
+			l.creatorsFrom = create
+		default:
+			return l, fmt.Errorf("room version %s: unknown creator model %d", create.Version().ID, create.Version().Creators)
 		}
 	}
 	if plEvent == nil {
@@ -383,7 +383,7 @@ func (l levels) eventLevel(typ string, isState bool) int64 {
 
 // user is userID's power, infinite for a privileged creator.
 func (l levels) user(userID string) power {
-	if l.creators[userID] {
+	if l.isCreator(userID) {
 		return power{n: math.MaxInt64, infinite: true}
 	}
 	if l.content == nil {
@@ -396,4 +396,22 @@ func (l levels) user(userID string) power {
 		return finite(n)
 	}
 	return finite(l.named("users_default", DefaultUsersDefaultLevel))
+}
+
+// isCreator reports whether userID is a privileged creator: the create
+// event's sender or one of the strings in content.additional_creators.
+func (l levels) isCreator(userID string) bool {
+	if l.creatorsFrom == nil {
+		return false
+	}
+	if userID == l.creatorsFrom.Sender() {
+		return true
+	}
+	extra, _ := l.creatorsFrom.Content()["additional_creators"].([]any)
+	for _, e := range extra {
+		if s, ok := e.(string); ok && s == userID {
+			return true
+		}
+	}
+	return false
 }
