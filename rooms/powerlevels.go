@@ -319,9 +319,9 @@ func InitialPowerLevelsContent(v Version, creator string) map[string]any {
 // (falls back to its default); such an event cannot have passed the rules
 // of a version with Version.IntegerPowerLevels.
 type levels struct {
-	content  map[string]any // nil when the room has no power-levels event
-	users    map[string]any
-	events   map[string]any
+	content map[string]any // nil when the room has no power-levels event
+	users   map[string]any
+	events  map[string]any
 	// creatorsFrom is the create event whose sender and
 	// additional_creators have infinite power (nil where creators are not
 	// privileged).
