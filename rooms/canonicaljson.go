@@ -3,7 +3,7 @@ package rooms
 import (
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -508,7 +508,7 @@ func sortedKeys(m map[string]any) []string {
 		keys = append(keys, k)
 	}
 	// Byte-wise order of UTF-8 equals code-point order, which the spec requires.
-	sort.Strings(keys)
+	slices.Sort(keys)
 	return keys
 }
 
@@ -555,4 +555,81 @@ func appendCanonicalString(dst []byte, s string) ([]byte, error) {
 	}
 	dst = append(dst, s[start:]...)
 	return append(dst, '"'), nil
+}
+
+// member is one "key":value pair of an object's canonical encoding: the
+// bytes buf[start:end] of the buffer encodeMembers filled.
+type member struct {
+	key        string
+	start, end int
+}
+
+// encodeMembers encodes obj canonically into dst and also returns where
+// each member's bytes lie, in key order, so that encodings of the object
+// without some members (content hash) or with one member replaced
+// (reference hash) can be put together without encoding again.
+func encodeMembers(dst []byte, obj map[string]any) ([]byte, []member, error) {
+	keys := sortedKeys(obj)
+	members := make([]member, len(keys))
+	dst = append(dst, '{')
+	for i, k := range keys {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		start := len(dst)
+		var err error
+		if dst, err = appendCanonicalString(dst, k); err != nil {
+			return nil, nil, err
+		}
+		dst = append(dst, ':')
+		if dst, err = AppendCanonical(dst, obj[k]); err != nil {
+			return nil, nil, err
+		}
+		members[i] = member{key: k, start: start, end: len(dst)}
+	}
+	return append(dst, '}'), members, nil
+}
+
+// appendMembers appends an object made of the members of buf for which
+// keep returns true.
+func appendMembers(dst, buf []byte, members []member, keep func(key string) bool) []byte {
+	dst = append(dst, '{')
+	first := true
+	for _, m := range members {
+		if !keep(m.key) {
+			continue
+		}
+		if !first {
+			dst = append(dst, ',')
+		}
+		first = false
+		dst = append(dst, buf[m.start:m.end]...)
+	}
+	return append(dst, '}')
+}
+
+// appendCanonicalFiltered appends the canonical encoding of obj without
+// the top-level members for which keep returns false.
+func appendCanonicalFiltered(dst []byte, obj map[string]any, keep func(key string) bool) ([]byte, error) {
+	keys := sortedKeys(obj)
+	dst = append(dst, '{')
+	first := true
+	for _, k := range keys {
+		if !keep(k) {
+			continue
+		}
+		if !first {
+			dst = append(dst, ',')
+		}
+		first = false
+		var err error
+		if dst, err = appendCanonicalString(dst, k); err != nil {
+			return nil, err
+		}
+		dst = append(dst, ':')
+		if dst, err = AppendCanonical(dst, obj[k]); err != nil {
+			return nil, err
+		}
+	}
+	return append(dst, '}'), nil
 }

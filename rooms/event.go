@@ -1,11 +1,11 @@
 package rooms
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strings"
-	"unicode/utf8"
 )
 
 // Size limits of the spec's "Size limits" section.
@@ -55,11 +55,20 @@ type Event struct {
 	prevEvents []string
 	authEvents []string
 	content    map[string]any
+	// original is the input of ParseEvent when it differs from raw.
+	original []byte
+	// refInput is the canonical redacted event without signatures and
+	// unsigned: the reference hash input and the bytes signatures cover.
+	// It is nil for events from ParseEventTrusted until needed.
+	refInput  []byte
+	hashState int8
 }
 
 // ParseEvent parses and checks a PDU of room version v. The event ID is
 // computed (the wire format carries none). The error, if any, is a
-// *JSONError or a *FormatError listing every rule broken.
+// *JSONError or a *FormatError listing every rule broken. The event keeps
+// raw's canonical form (JSON) and, when raw was not already canonical, a
+// copy of raw itself (ReceivedJSON).
 func ParseEvent(v Version, raw []byte) (*Event, error) {
 	if len(raw) > maxRawEventBytes {
 		return nil, &FormatError{Problems: []string{fmt.Sprintf("event is %d bytes, more than the %d-byte limit", len(raw), MaxPDUBytes)}}
@@ -72,13 +81,27 @@ func ParseEvent(v Version, raw []byte) (*Event, error) {
 	if !ok {
 		return nil, &FormatError{Problems: []string{"event is not a JSON object"}}
 	}
-	return NewEventFromObject(v, obj)
+	ev, err := newEvent(v, obj)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(ev.raw, raw) {
+		ev.original = bytes.Clone(raw)
+	}
+	return ev, nil
 }
 
 // NewEventFromObject checks an already parsed event object (as from
 // ParseJSON; the event takes ownership of obj) and returns the Event.
 func NewEventFromObject(v Version, obj map[string]any) (*Event, error) {
-	canonical, err := EncodeCanonical(obj)
+	return newEvent(v, obj)
+}
+
+// newEvent encodes obj once and derives from that one encoding the size,
+// the reference hash (hence the event ID and the bytes signatures cover)
+// and the content hash.
+func newEvent(v Version, obj map[string]any) (*Event, error) {
+	canonical, members, err := encodeMembers(make([]byte, 0, 1024), obj)
 	if err != nil {
 		return nil, &FormatError{Problems: []string{err.Error()}}
 	}
@@ -86,11 +109,88 @@ func NewEventFromObject(v Version, obj map[string]any) (*Event, error) {
 	if len(problems) > 0 {
 		return nil, &FormatError{Problems: problems}
 	}
-	id, err := computeEventID(v, obj)
+	ref, err := referenceInput(v, obj, canonical, members)
 	if err != nil {
-		return nil, err
+		return nil, &FormatError{Problems: []string{err.Error()}}
 	}
-	return eventFromParts(v, obj, canonical, id), nil
+	sum := sha256.Sum256(ref)
+	ev := eventFromParts(v, obj, canonical, "$"+EncodeBase64URL(sum[:]))
+	ev.refInput = ref
+	ev.hashState = contentHashState(obj, canonical, members)
+	return ev, nil
+}
+
+// referenceInput returns the canonical JSON of the redacted event without
+// signatures and unsigned, put together from the members of the event's
+// canonical encoding: only content changes under redaction.
+func referenceInput(v Version, obj map[string]any, canonical []byte, members []member) ([]byte, error) {
+	keep := redactionTopLevel[v.Redaction]
+	typ, _ := obj["type"].(string)
+	content, _ := obj["content"].(map[string]any)
+	out := make([]byte, 0, len(canonical))
+	out = append(out, '{')
+	first, contentDone := true, false
+	appendContent := func() error {
+		if !first {
+			out = append(out, ',')
+		}
+		first, contentDone = false, true
+		out = append(out, `"content":`...)
+		var err error
+		out, err = AppendCanonical(out, redactContent(v, typ, content))
+		return err
+	}
+	for _, m := range members {
+		if m.key == "signatures" || m.key == "unsigned" || !keep[m.key] {
+			continue
+		}
+		if !contentDone && m.key >= "content" {
+			if err := appendContent(); err != nil {
+				return nil, err
+			}
+			if m.key == "content" {
+				continue
+			}
+		}
+		if !first {
+			out = append(out, ',')
+		}
+		first = false
+		out = append(out, canonical[m.start:m.end]...)
+	}
+	if !contentDone {
+		if err := appendContent(); err != nil {
+			return nil, err
+		}
+	}
+	return append(out, '}'), nil
+}
+
+// Content hash states cached in Event.hashState.
+const (
+	hashUnknown int8 = iota
+	hashValid
+	hashInvalid
+)
+
+func contentHashState(obj map[string]any, canonical []byte, members []member) int8 {
+	hashes, _ := obj["hashes"].(map[string]any)
+	claimed, _ := hashes["sha256"].(string)
+	want, err := DecodeBase64(claimed)
+	if err != nil || len(want) != sha256.Size {
+		return hashInvalid
+	}
+	input := appendMembers(make([]byte, 0, len(canonical)), canonical, members, contentHashKeeps)
+	if got := sha256.Sum256(input); string(want) != string(got[:]) {
+		return hashInvalid
+	}
+	return hashValid
+}
+
+// contentHashKeeps reports whether a top-level key is covered by the
+// content hash.
+func contentHashKeeps(key string) bool {
+	return key != "unsigned" && key != "signatures" && key != "hashes"
 }
 
 func eventFromParts(v Version, obj map[string]any, canonical []byte, id string) *Event {
@@ -124,14 +224,16 @@ func stringList(v any) []string {
 	return out
 }
 
-// CheckEventFormat returns every format rule obj breaks for room version v;
-// canonicalSize is the length of its canonical encoding. It checks shape and
-// limits only; authorization is separate.
+// CheckEventFormat returns every format rule obj breaks for room version v
+// ("Checks performed on receipt of a PDU", step 1: the room version's
+// event format and the "Size limits" section); canonicalSize is the length
+// of its canonical encoding. It checks shape and limits only;
+// authorization is separate. Each problem names the field and the rule.
 func CheckEventFormat(v Version, obj map[string]any, canonicalSize int) []string {
 	var problems []string
 	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 	if canonicalSize > MaxPDUBytes {
-		bad("event is %d bytes in canonical JSON, more than %d", canonicalSize, MaxPDUBytes)
+		bad("size: event is %d bytes in canonical JSON with signatures, more than %d", canonicalSize, MaxPDUBytes)
 	}
 	typ, ok := obj["type"].(string)
 	switch {
@@ -140,70 +242,29 @@ func CheckEventFormat(v Version, obj map[string]any, canonicalSize int) []string
 	case typ == "":
 		bad("type: empty")
 	case len(typ) > MaxTypeBytes:
-		bad("type: longer than %d bytes", MaxTypeBytes)
+		bad("type: %d bytes, more than %d", len(typ), MaxTypeBytes)
 	}
 	if raw, present := obj["state_key"]; present {
 		sk, ok := raw.(string)
 		if !ok {
 			bad("state_key: not a string")
 		} else if len(sk) > MaxStateKeyBytes {
-			bad("state_key: longer than %d bytes", MaxStateKeyBytes)
+			bad("state_key: %d bytes, more than %d", len(sk), MaxStateKeyBytes)
 		}
+	} else if typ == "m.room.create" {
+		bad("state_key: m.room.create must be a state event")
 	}
-	if typ == "m.room.create" {
-		if _, present := obj["state_key"]; !present {
-			bad("state_key: m.room.create must be a state event")
-		}
-	}
-	sender, ok := obj["sender"].(string)
-	switch {
-	case !ok:
+	if sender, ok := obj["sender"].(string); !ok {
 		bad("sender: missing or not a string")
-	case len(sender) > MaxIDBytes:
-		bad("sender: longer than %d bytes", MaxIDBytes)
-	case !looksLikeUserID(sender):
-		bad("sender: %q is not a user ID", sender)
+	} else if _, err := ParseUserID(sender); err != nil {
+		bad("sender: %s", idReason(err))
 	}
-	rawRoom, hasRoom := obj["room_id"]
-	switch {
-	case v.RoomIDs == RoomIDFromCreate && typ == "m.room.create":
-		if hasRoom {
-			bad("room_id: a version %s create event must not have one", v.ID)
-		}
-	case !hasRoom:
-		bad("room_id: missing")
-	default:
-		rid, ok := rawRoom.(string)
-		if !ok {
-			bad("room_id: not a string")
-		} else if len(rid) > MaxIDBytes {
-			bad("room_id: longer than %d bytes", MaxIDBytes)
-		} else if !strings.HasPrefix(rid, "!") {
-			bad("room_id: %q does not start with '!'", rid)
-		}
-	}
+	checkRoomIDField(v, obj, typ, bad)
 	if _, ok := obj["content"].(map[string]any); !ok {
 		bad("content: missing or not an object")
 	}
-	checkIDList := func(key string, max int) {
-		arr, ok := obj[key].([]any)
-		if !ok {
-			bad("%s: missing or not an array", key)
-			return
-		}
-		if len(arr) > max {
-			bad("%s: %d entries, more than %d", key, len(arr), max)
-		}
-		for _, e := range arr {
-			s, ok := e.(string)
-			if !ok || !strings.HasPrefix(s, "$") || len(s) > MaxIDBytes {
-				bad("%s: %v is not an event ID", key, e)
-				return
-			}
-		}
-	}
-	checkIDList("prev_events", MaxPrevEvents)
-	checkIDList("auth_events", MaxAuthEvents)
+	checkEventIDList(obj, "prev_events", MaxPrevEvents, bad)
+	checkEventIDList(obj, "auth_events", MaxAuthEvents, bad)
 	if d, ok := obj["depth"].(int64); !ok {
 		bad("depth: missing or not an integer")
 	} else if d < 0 {
@@ -218,28 +279,97 @@ func CheckEventFormat(v Version, obj map[string]any, canonicalSize int) []string
 	} else if h, ok := hashes["sha256"].(string); !ok {
 		bad("hashes.sha256: missing or not a string")
 	} else if b, err := DecodeBase64(h); err != nil || len(b) != sha256.Size {
-		bad("hashes.sha256: not a base64 SHA-256 digest")
+		bad("hashes.sha256: not an unpadded base64 SHA-256 digest")
 	}
-	if _, ok := obj["signatures"].(map[string]any); !ok {
-		bad("signatures: missing or not an object")
-	}
+	checkSignaturesField(obj, bad)
 	if raw, present := obj["unsigned"]; present {
 		if _, ok := raw.(map[string]any); !ok {
 			bad("unsigned: not an object")
 		}
 	}
+	if raw, present := obj["redacts"]; present && !v.RedactsInContent {
+		if s, ok := raw.(string); !ok {
+			bad("redacts: not a string")
+		} else if _, err := ParseEventID(s); err != nil {
+			bad("redacts: %s", idReason(err))
+		}
+	}
 	return problems
 }
 
-// looksLikeUserID is the loose shape check applied to every sender: '@',
-// a non-empty localpart, ':' and a server part. Full grammar checks are
-// done by ParseUserID where a user ID is created.
-func looksLikeUserID(s string) bool {
-	if !strings.HasPrefix(s, "@") || !utf8.ValidString(s) {
-		return false
+// idReason renders an identifier error for a problem list.
+func idReason(err error) string {
+	var idErr *IDError
+	if errors.As(err, &idErr) {
+		return fmt.Sprintf("%q is not a valid %s: %s", idErr.Input, idErr.Kind, idErr.Reason)
 	}
-	i := strings.IndexByte(s, ':')
-	return i > 1 && i < len(s)-1
+	return err.Error()
+}
+
+func checkRoomIDField(v Version, obj map[string]any, typ string, bad func(string, ...any)) {
+	raw, present := obj["room_id"]
+	if v.RoomIDs == RoomIDFromCreate && typ == "m.room.create" {
+		if present {
+			bad("room_id: a version %s create event has none (its ID names the room)", v.ID)
+		}
+		return
+	}
+	if !present {
+		bad("room_id: missing")
+		return
+	}
+	rid, ok := raw.(string)
+	if !ok {
+		bad("room_id: not a string")
+		return
+	}
+	if _, err := ParseRoomIDFor(v, rid); err != nil {
+		bad("room_id: %s", idReason(err))
+	}
+}
+
+func checkEventIDList(obj map[string]any, key string, max int, bad func(string, ...any)) {
+	arr, ok := obj[key].([]any)
+	if !ok {
+		bad("%s: missing or not an array", key)
+		return
+	}
+	if len(arr) > max {
+		bad("%s: %d entries, more than %d", key, len(arr), max)
+	}
+	for i, e := range arr {
+		s, ok := e.(string)
+		if !ok {
+			bad("%s[%d]: not a string", key, i)
+			return
+		}
+		if _, err := ParseEventID(s); err != nil {
+			bad("%s[%d]: %s", key, i, idReason(err))
+			return
+		}
+	}
+}
+
+// checkSignaturesField checks the shape the PDU schema gives signatures:
+// an object of server names to objects of key IDs to strings.
+func checkSignaturesField(obj map[string]any, bad func(string, ...any)) {
+	sigs, ok := obj["signatures"].(map[string]any)
+	if !ok {
+		bad("signatures: missing or not an object")
+		return
+	}
+	for _, server := range sortedKeys(sigs) {
+		entity, ok := sigs[server].(map[string]any)
+		if !ok {
+			bad("signatures.%s: not an object", server)
+			continue
+		}
+		for _, keyID := range sortedKeys(entity) {
+			if _, ok := entity[keyID].(string); !ok {
+				bad("signatures.%s.%s: not a string", server, keyID)
+			}
+		}
+	}
 }
 
 // serverOfID returns the server part of a user, room or alias ID: the text
@@ -339,22 +469,38 @@ func (e *Event) Redacted() *Event {
 	out := *e
 	out.obj = red
 	out.raw = canonical
+	out.original = nil
+	out.hashState = hashUnknown
 	out.content, _ = red["content"].(map[string]any)
 	return &out
+}
+
+// signedBytes returns the bytes the event's signatures cover: the
+// canonical JSON of the redacted event without signatures and unsigned,
+// which is also the reference hash input.
+func (e *Event) signedBytes() ([]byte, error) {
+	if e.refInput != nil {
+		return e.refInput, nil
+	}
+	red := Redact(e.version, e.obj)
+	delete(red, "signatures")
+	delete(red, "unsigned")
+	return EncodeCanonical(red)
+}
+
+// ReceivedJSON returns the bytes the event was parsed from: JSON, unless
+// ParseEvent was given a non-canonical encoding, which it keeps.
+func (e *Event) ReceivedJSON() []byte {
+	if e.original != nil {
+		return e.original
+	}
+	return e.raw
 }
 
 // ContentHash computes the SHA-256 content hash of an event object: the
 // canonical JSON of the event without unsigned, signatures and hashes.
 func ContentHash(obj map[string]any) ([sha256.Size]byte, error) {
-	stripped := make(map[string]any, len(obj))
-	for k, v := range obj {
-		switch k {
-		case "unsigned", "signatures", "hashes":
-			continue
-		}
-		stripped[k] = v
-	}
-	b, err := EncodeCanonical(stripped)
+	b, err := appendCanonicalFiltered(make([]byte, 0, 1024), obj, contentHashKeeps)
 	if err != nil {
 		return [sha256.Size]byte{}, fmt.Errorf("content hash: %w", err)
 	}
@@ -364,6 +510,9 @@ func ContentHash(obj map[string]any) ([sha256.Size]byte, error) {
 // ContentHashValid reports whether the event's hashes.sha256 matches its
 // content.
 func (e *Event) ContentHashValid() bool {
+	if e.hashState != hashUnknown {
+		return e.hashState == hashValid
+	}
 	hashes, _ := e.obj["hashes"].(map[string]any)
 	claimed, _ := hashes["sha256"].(string)
 	got, err := ContentHash(e.obj)
@@ -386,14 +535,6 @@ func ReferenceHash(v Version, obj map[string]any) ([sha256.Size]byte, error) {
 		return [sha256.Size]byte{}, fmt.Errorf("reference hash: %w", err)
 	}
 	return sha256.Sum256(b), nil
-}
-
-func computeEventID(v Version, obj map[string]any) (string, error) {
-	h, err := ReferenceHash(v, obj)
-	if err != nil {
-		return "", err
-	}
-	return "$" + EncodeBase64URL(h[:]), nil
 }
 
 // SignEvent fills in hashes.sha256 of obj and adds key's signature over

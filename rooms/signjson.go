@@ -29,14 +29,13 @@ func (k SigningKey) PublicKey() ed25519.PublicKey {
 // signingBytes returns the canonical bytes that a JSON signature covers: the
 // object without "signatures" and "unsigned".
 func signingBytes(obj map[string]any) ([]byte, error) {
-	stripped := make(map[string]any, len(obj))
-	for k, v := range obj {
-		if k == "signatures" || k == "unsigned" {
-			continue
-		}
-		stripped[k] = v
-	}
-	return EncodeCanonical(stripped)
+	return appendCanonicalFiltered(make([]byte, 0, 512), obj, signatureCovers)
+}
+
+// signatureCovers reports whether a top-level key is covered by a JSON
+// signature.
+func signatureCovers(key string) bool {
+	return key != "signatures" && key != "unsigned"
 }
 
 // SignJSON signs obj in place as the spec's "Signing JSON" appendix says: the
