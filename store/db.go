@@ -1,0 +1,326 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Errors callers branch on.
+var (
+	// ErrNotFound is matched when the thing asked for is not stored.
+	ErrNotFound = errors.New("store: not found")
+	// ErrNoState is matched when an event's state is asked for but the
+	// event is an outlier (held without the state before it).
+	ErrNoState = errors.New("store: no state for outlier")
+	// ErrSchemaTooNew is matched when the database was written by a newer
+	// Ferry than this binary.
+	ErrSchemaTooNew = errors.New("store: database schema is newer than this binary")
+	// ErrConflict is matched when a write would replace something that
+	// must not be replaced (an alias that exists, a room of another version).
+	ErrConflict = errors.New("store: conflict")
+)
+
+// Options tunes a DB. The zero value gives the documented defaults.
+type Options struct {
+	// Readers is the size of the read pool. Default 4.
+	Readers int
+	// BusyTimeout is how long a connection waits for a lock. Default 5s.
+	BusyTimeout time.Duration
+	// Synchronous is SQLite's synchronous setting: "FULL" (default; a
+	// commit survives power loss) or "NORMAL" (survives a process crash,
+	// not power loss).
+	Synchronous string
+	// FullSnapshotRatio: a new full state snapshot is written when the
+	// delta entries between a snapshot and its full root exceed the root's
+	// entries times this ratio. Default 0.25.
+	FullSnapshotRatio float64
+	// MinDeltaRows is the delta size always allowed before a full snapshot
+	// is written, so small rooms are not rewritten at every change.
+	// Default 64.
+	MinDeltaRows int
+	// Logger receives lifecycle logs. Default: none.
+	Logger *zerolog.Logger
+	// Now is the clock, for tests. Default time.Now.
+	Now func() time.Time
+}
+
+func (o Options) withDefaults() Options {
+	if o.Readers <= 0 {
+		o.Readers = 4
+	}
+	if o.BusyTimeout <= 0 {
+		o.BusyTimeout = 5 * time.Second
+	}
+	if o.Synchronous == "" {
+		o.Synchronous = "FULL"
+	}
+	if o.FullSnapshotRatio <= 0 {
+		o.FullSnapshotRatio = 0.25
+	}
+	if o.MinDeltaRows <= 0 {
+		o.MinDeltaRows = 64
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}
+
+// DB is the store. Open it with Open; it is safe for concurrent use.
+type DB struct {
+	path    string
+	opts    Options
+	log     zerolog.Logger
+	d       *dialect
+	writer  *sql.DB // one connection
+	readers *sql.DB // read-only pool
+
+	// stateKeys caches committed (type, state_key) numbers; numbers are
+	// never reused, so the cache never needs invalidation.
+	mu        sync.Mutex
+	stateKeys map[StateKey]int64
+	skNames   map[int64]StateKey
+	rooms     map[string]roomInfo
+
+	hostLog hostLogNotifier
+}
+
+type roomInfo struct {
+	nid     int64
+	version string
+}
+
+// ParseURL turns config's database.url into a file path: "sqlite:///abs",
+// "sqlite://relative" and a plain path are accepted.
+func ParseURL(url string) (string, error) {
+	if rest, ok := strings.CutPrefix(url, "sqlite://"); ok {
+		if rest == "" {
+			return "", fmt.Errorf("store: database URL %q has no path", url)
+		}
+		return rest, nil
+	}
+	if i := strings.Index(url, "://"); i >= 0 {
+		return "", fmt.Errorf("store: database URL %q: unsupported scheme %q (want sqlite://)", url, url[:i])
+	}
+	if url == "" {
+		return "", errors.New("store: empty database path")
+	}
+	return url, nil
+}
+
+// Open opens (creating if needed) the SQLite database at path, which may
+// be a plain path or a sqlite:// URL, and migrates it to the schema this
+// binary knows.
+func Open(ctx context.Context, path string, opts Options) (*DB, error) {
+	p, err := ParseURL(path)
+	if err != nil {
+		return nil, err
+	}
+	opts = opts.withDefaults()
+	db := &DB{
+		path:      p,
+		opts:      opts,
+		log:       zerolog.Nop(),
+		d:         sqliteDialect,
+		stateKeys: make(map[StateKey]int64),
+		skNames:   make(map[int64]StateKey),
+		rooms:     make(map[string]roomInfo),
+	}
+	db.hostLog.init()
+	if opts.Logger != nil {
+		db.log = *opts.Logger
+	}
+	if db.writer, err = sql.Open(db.d.driver, db.d.dsn(p, opts, false)); err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", p, err)
+	}
+	db.writer.SetMaxOpenConns(1)
+	db.writer.SetMaxIdleConns(1)
+	db.writer.SetConnMaxLifetime(0)
+	db.writer.SetConnMaxIdleTime(0)
+	if err := db.migrate(ctx); err != nil {
+		db.writer.Close()
+		return nil, err
+	}
+	if db.readers, err = sql.Open(db.d.driver, db.d.dsn(p, opts, true)); err != nil {
+		db.writer.Close()
+		return nil, fmt.Errorf("store: open %s: %w", p, err)
+	}
+	db.readers.SetMaxOpenConns(opts.Readers)
+	db.readers.SetMaxIdleConns(opts.Readers)
+	if err := db.readers.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: open %s: %w", p, err)
+	}
+	db.log.Info().Str("path", p).Msg("database open")
+	return db, nil
+}
+
+// Close closes the database. Calls in flight fail.
+func (db *DB) Close() error {
+	var errs []error
+	if db.readers != nil {
+		errs = append(errs, db.readers.Close())
+	}
+	if db.writer != nil {
+		errs = append(errs, db.writer.Close())
+	}
+	db.hostLog.close()
+	return errors.Join(errs...)
+}
+
+// Path returns the database file path.
+func (db *DB) Path() string { return db.path }
+
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+func (db *DB) migrations() ([]migration, error) {
+	entries, err := fs.ReadDir(db.d.migrations, db.d.migrationsDir)
+	if err != nil {
+		return nil, fmt.Errorf("store: migrations: %w", err)
+	}
+	var out []migration
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasSuffix(name, ".sql") {
+			continue
+		}
+		num, _, ok := strings.Cut(name, "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil || v <= 0 {
+			return nil, fmt.Errorf("store: migration %s: name must start with a positive number and '_'", name)
+		}
+		body, err := fs.ReadFile(db.d.migrations, db.d.migrationsDir+"/"+name)
+		if err != nil {
+			return nil, fmt.Errorf("store: migration %s: %w", name, err)
+		}
+		out = append(out, migration{version: v, name: name, sql: string(body)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].version < out[j].version })
+	for i, m := range out {
+		if m.version != i+1 {
+			return nil, fmt.Errorf("store: migration %s: expected number %d", m.name, i+1)
+		}
+	}
+	return out, nil
+}
+
+// SchemaVersion returns the highest migration this binary knows.
+func SchemaVersion() int {
+	db := &DB{d: sqliteDialect}
+	ms, err := db.migrations()
+	if err != nil {
+		return 0
+	}
+	return len(ms)
+}
+
+// migrate applies every migration newer than the database's version, each
+// in its own transaction together with the version bump.
+func (db *DB) migrate(ctx context.Context) error {
+	ms, err := db.migrations()
+	if err != nil {
+		return err
+	}
+	var current int
+	if err := db.writer.QueryRowContext(ctx, db.d.userVersion).Scan(&current); err != nil {
+		return fmt.Errorf("store: open %s: %w", db.path, err)
+	}
+	if current > len(ms) {
+		return fmt.Errorf("%w: %s has schema version %d, this binary knows up to %d; run a newer Ferry", ErrSchemaTooNew, db.path, current, len(ms))
+	}
+	for _, m := range ms[current:] {
+		err := db.write(ctx, func(tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, db.d.setUserVersion(m.version))
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("store: migration %s: %w", m.name, err)
+		}
+		db.log.Info().Str("migration", m.name).Msg("database migrated")
+	}
+	return nil
+}
+
+// write runs fn in a transaction on the writer connection.
+func (db *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := db.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// read runs fn in a read-only transaction from the pool, so every query
+// in fn sees one consistent snapshot of the database.
+func (db *DB) read(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := db.readers.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck // read-only; nothing to undo
+	return fn(tx)
+}
+
+func (db *DB) now() int64 { return db.opts.Now().UnixMilli() }
+
+// IntegrityCheck runs SQLite's integrity check and the store's own
+// invariants: every held, non-outlier event has its state snapshot, every
+// forward extremity and current-state entry is a held event, and every
+// snapshot's parent exists.
+func (db *DB) IntegrityCheck(ctx context.Context) error {
+	return db.read(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, db.d.integrityCheck)
+		if err != nil {
+			return err
+		}
+		var problems []string
+		for rows.Next() {
+			var s string
+			if err := rows.Scan(&s); err != nil {
+				rows.Close()
+				return err
+			}
+			if s != "ok" {
+				problems = append(problems, s)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, inv := range db.d.invariants {
+			var n int64
+			if err := tx.QueryRowContext(ctx, inv.query).Scan(&n); err != nil {
+				return fmt.Errorf("invariant %q: %w", inv.name, err)
+			}
+			if n != 0 {
+				problems = append(problems, fmt.Sprintf("%s: %d rows", inv.name, n))
+			}
+		}
+		if len(problems) > 0 {
+			return fmt.Errorf("store: integrity: %s", strings.Join(problems, "; "))
+		}
+		return nil
+	})
+}

@@ -1,0 +1,301 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// TxnResponse returns the response stored for an inbound transaction
+// (origin, txnID); ErrNotFound if it was not seen (or expired).
+func (db *DB) TxnResponse(ctx context.Context, origin, txnID string) ([]byte, error) {
+	var resp []byte
+	err := db.read(ctx, func(tx *sql.Tx) error {
+		err := tx.QueryRowContext(ctx, db.d.txnResponse, origin, txnID).Scan(&resp)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("txn %s/%s: %w", origin, txnID, ErrNotFound)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	return resp, nil
+}
+
+// StoreTxnResponse records the response to an inbound transaction, so a
+// retry of it is answered the same without processing it again.
+func (db *DB) StoreTxnResponse(ctx context.Context, origin, txnID string, response []byte) error {
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, db.d.putTxnResponse, origin, txnID, response, db.now())
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: store txn response: %w", err)
+	}
+	return nil
+}
+
+// ExpireTxns forgets inbound transactions received before cutoff and
+// returns how many.
+func (db *DB) ExpireTxns(ctx context.Context, cutoff time.Time) (int64, error) {
+	var n int64
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, db.d.expireTxns, cutoff.UnixMilli())
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: expire txns: %w", err)
+	}
+	return n, nil
+}
+
+// OutboundPDU is a queued event for a destination.
+type OutboundPDU struct {
+	Pos     int64
+	EventID string
+	JSON    []byte // the event as held (redacted form if redacted since)
+}
+
+// OutboundEDU is a queued EDU for a destination.
+type OutboundEDU struct {
+	Pos  int64
+	JSON []byte
+}
+
+// Destination is the delivery state of one remote server.
+type Destination struct {
+	Name          string
+	BackoffUntil  int64 // ms since the epoch; 0: not backing off
+	Failures      int   // consecutive failures
+	LastSuccessTS int64
+	LastFailureTS int64
+	LastError     string
+	// TxnID is the transaction in flight ("" none); TxnBody its exact
+	// body, resent under the same ID until answered.
+	TxnID        string
+	TxnBody      []byte
+	TxnPositions []int64
+	Pending      int // queued PDUs and EDUs
+}
+
+// EnqueueEDU queues an EDU (its JSON) for each destination.
+func (db *DB) EnqueueEDU(ctx context.Context, destinations []string, edu []byte) error {
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		for _, d := range destinations {
+			if _, err := tx.ExecContext(ctx, db.d.enqueueEDU, d, edu); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: enqueue EDU: %w", err)
+	}
+	return nil
+}
+
+// PendingDestinations returns the destinations with queued items or a
+// transaction in flight, sorted.
+func (db *DB) PendingDestinations(ctx context.Context) ([]string, error) {
+	var out []string
+	err := db.read(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, db.d.pendingDestinations)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var s string
+			if err := rows.Scan(&s); err != nil {
+				return err
+			}
+			out = append(out, s)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: pending destinations: %w", err)
+	}
+	return out, nil
+}
+
+// PeekOutbound returns the oldest queued PDUs and EDUs of a destination,
+// at most maxPDUs and maxEDUs, not counting those of the transaction in
+// flight.
+func (db *DB) PeekOutbound(ctx context.Context, destination string, maxPDUs, maxEDUs int) ([]OutboundPDU, []OutboundEDU, error) {
+	var pdus []OutboundPDU
+	var edus []OutboundEDU
+	err := db.read(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, db.d.peekPDUs, destination, maxPDUs)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var p OutboundPDU
+			if err := rows.Scan(&p.Pos, &p.EventID, &p.JSON); err != nil {
+				rows.Close()
+				return err
+			}
+			pdus = append(pdus, p)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		rows, err = tx.QueryContext(ctx, db.d.peekEDUs, destination, maxEDUs)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var e OutboundEDU
+			if err := rows.Scan(&e.Pos, &e.JSON); err != nil {
+				return err
+			}
+			edus = append(edus, e)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("store: peek outbound: %w", err)
+	}
+	return pdus, edus, nil
+}
+
+// BeginTxn records the transaction about to be sent to a destination: its
+// ID, exact body and the queue positions it carries. Until CompleteTxn,
+// the same transaction is what must be resent.
+func (db *DB) BeginTxn(ctx context.Context, destination, txnID string, body []byte, positions []int64) error {
+	pos, err := json.Marshal(positions)
+	if err != nil {
+		return fmt.Errorf("store: begin txn: %w", err)
+	}
+	err = db.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, db.d.beginTxn, destination, txnID, body, string(pos))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: begin txn: %w", err)
+	}
+	return nil
+}
+
+// CompleteTxn records that the destination answered the transaction in
+// flight: its items leave the queue, failures reset, backoff ends.
+func (db *DB) CompleteTxn(ctx context.Context, destination string) error {
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, db.d.deleteTxnItems, destination); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, db.d.completeTxn, db.now(), destination)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: complete txn: %w", err)
+	}
+	return nil
+}
+
+// RecordFailure records a failed attempt to reach a destination and the
+// time until which to back off. The transaction in flight stays.
+func (db *DB) RecordFailure(ctx context.Context, destination string, backoffUntil time.Time, reason string) error {
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, db.d.recordFailure, destination, backoffUntil.UnixMilli(), db.now(), reason)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: record failure: %w", err)
+	}
+	return nil
+}
+
+// TrimOutboundPDUs drops all but the newest keep queued PDUs of a
+// destination (not those of the transaction in flight), for catching up
+// after a long outage; the destination pulls the gap itself. It returns
+// how many were dropped.
+func (db *DB) TrimOutboundPDUs(ctx context.Context, destination string, keep int) (int64, error) {
+	var n int64
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, db.d.trimPDUs, destination, keep)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: trim outbound: %w", err)
+	}
+	return n, nil
+}
+
+// Destination returns the delivery state of a destination; one never
+// contacted has the zero state.
+func (db *DB) Destination(ctx context.Context, name string) (Destination, error) {
+	var out Destination
+	err := db.read(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, db.d.destination, name)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		if rows.Next() {
+			out, err = scanDestination(rows)
+			return err
+		}
+		out = Destination{Name: name}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, db.d.pendingCount, name).Scan(&out.Pending)
+	})
+	if err != nil {
+		return Destination{}, fmt.Errorf("store: destination: %w", err)
+	}
+	return out, nil
+}
+
+// Destinations returns the delivery state of every destination contacted,
+// by name.
+func (db *DB) Destinations(ctx context.Context) ([]Destination, error) {
+	var out []Destination
+	err := db.read(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, db.d.allDestinations)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			d, err := scanDestination(rows)
+			if err != nil {
+				return err
+			}
+			out = append(out, d)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: destinations: %w", err)
+	}
+	return out, nil
+}
+
+func scanDestination(rows *sql.Rows) (Destination, error) {
+	var d Destination
+	var pos string
+	if err := rows.Scan(&d.Name, &d.BackoffUntil, &d.Failures, &d.LastSuccessTS, &d.LastFailureTS, &d.LastError, &d.TxnID, &d.TxnBody, &pos, &d.Pending); err != nil {
+		return d, err
+	}
+	if err := json.Unmarshal([]byte(pos), &d.TxnPositions); err != nil {
+		return d, fmt.Errorf("destination %s: txn positions: %w", d.Name, err)
+	}
+	return d, nil
+}

@@ -1,0 +1,277 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// loadStateIDs returns the full state of a chain with names and IDs.
+func (db *DB) loadStateIDs(ctx context.Context, tx *sql.Tx, chain []snapNode) (StateMap, error) {
+	var size int64
+	if len(chain) > 0 {
+		size = chain[len(chain)-1].rows
+	}
+	out := make(StateMap, size)
+	seen := make(map[int64]bool)
+	for i, n := range chain {
+		root := i == len(chain)-1
+		rows, err := tx.QueryContext(ctx, db.d.stateEntriesNamed, n.nid)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var sk int64
+			var k StateKey
+			var id sql.NullString
+			if err := rows.Scan(&sk, &k.Type, &k.StateKey, &id); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			if seen[sk] {
+				continue
+			}
+			if !root {
+				seen[sk] = true
+			}
+			if id.Valid {
+				out[k] = id.String
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// StateBefore returns the room state before a held, non-outlier event
+// (what /state_ids serves): state key → event ID.
+func (db *DB) StateBefore(ctx context.Context, eventID string) (StateMap, error) {
+	var out StateMap
+	err := db.read(ctx, func(tx *sql.Tx) error {
+		r, err := db.eventRow(ctx, tx, eventID)
+		if err != nil {
+			return err
+		}
+		if !r.before.Valid {
+			return fmt.Errorf("event %s: %w", eventID, ErrNoState)
+		}
+		chain, err := db.chain(ctx, tx, r.before.Int64)
+		if err != nil {
+			return err
+		}
+		out, err = db.loadStateIDs(ctx, tx, chain)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: state before: %w", err)
+	}
+	return out, nil
+}
+
+// StateAfter returns the room state after a held, non-outlier event: the
+// state before it plus the event itself if it is a state event that was
+// not rejected.
+func (db *DB) StateAfter(ctx context.Context, eventID string) (StateMap, error) {
+	var out StateMap
+	err := db.read(ctx, func(tx *sql.Tx) error {
+		r, err := db.eventRow(ctx, tx, eventID)
+		if err != nil {
+			return err
+		}
+		snap := r.after
+		if !snap.Valid {
+			snap = r.before
+		}
+		if !snap.Valid {
+			return fmt.Errorf("event %s: %w", eventID, ErrNoState)
+		}
+		chain, err := db.chain(ctx, tx, snap.Int64)
+		if err != nil {
+			return err
+		}
+		if out, err = db.loadStateIDs(ctx, tx, chain); err != nil {
+			return err
+		}
+		if !r.after.Valid && r.stateKey != 0 && !r.rejected {
+			k, err := db.stateKeyName(ctx, tx, r.stateKey)
+			if err != nil {
+				return err
+			}
+			out[k] = eventID
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: state after: %w", err)
+	}
+	return out, nil
+}
+
+func (db *DB) stateKeyName(ctx context.Context, tx *sql.Tx, nid int64) (StateKey, error) {
+	db.mu.Lock()
+	k, ok := db.skNames[nid]
+	db.mu.Unlock()
+	if ok {
+		return k, nil
+	}
+	err := tx.QueryRowContext(ctx, db.d.stateKeyByNID, nid).Scan(&k.Type, &k.StateKey)
+	return k, err
+}
+
+// stateKeyNIDRead looks a state key's number up without making one.
+func (db *DB) stateKeyNIDRead(ctx context.Context, tx *sql.Tx, k StateKey) (int64, error) {
+	db.mu.Lock()
+	nid, ok := db.stateKeys[k]
+	db.mu.Unlock()
+	if ok {
+		return nid, nil
+	}
+	err := tx.QueryRowContext(ctx, db.d.lookupStateKey, k.Type, k.StateKey).Scan(&nid)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("state %s/%q: %w", k.Type, k.StateKey, ErrNotFound)
+	}
+	return nid, err
+}
+
+// StateEventBefore returns the ID of the event holding key in the state
+// before eventID; ErrNotFound when the key is not set there. It reads at
+// most one entry per snapshot node, never the whole state.
+func (db *DB) StateEventBefore(ctx context.Context, eventID string, key StateKey) (string, error) {
+	var out string
+	err := db.read(ctx, func(tx *sql.Tx) error {
+		r, err := db.eventRow(ctx, tx, eventID)
+		if err != nil {
+			return err
+		}
+		if !r.before.Valid {
+			return fmt.Errorf("event %s: %w", eventID, ErrNoState)
+		}
+		sk, err := db.stateKeyNIDRead(ctx, tx, key)
+		if err != nil {
+			return err
+		}
+		chain, err := db.chain(ctx, tx, r.before.Int64)
+		if err != nil {
+			return err
+		}
+		v, err := db.valueAt(ctx, tx, chain, sk)
+		if err != nil {
+			return err
+		}
+		if v == 0 {
+			return fmt.Errorf("state %s/%q: %w", key.Type, key.StateKey, ErrNotFound)
+		}
+		return tx.QueryRowContext(ctx, db.d.eventIDByNID, v).Scan(&out)
+	})
+	if err != nil {
+		return "", fmt.Errorf("store: state event before: %w", err)
+	}
+	return out, nil
+}
+
+// CurrentState returns the room's current state.
+func (db *DB) CurrentState(ctx context.Context, roomID string) (StateMap, error) {
+	out := StateMap{}
+	err := db.read(ctx, func(tx *sql.Tx) error {
+		room, err := db.roomNID(ctx, tx, roomID)
+		if err != nil {
+			return err
+		}
+		rows, err := tx.QueryContext(ctx, db.d.currentState, room)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var k StateKey
+			var id string
+			if err := rows.Scan(&k.Type, &k.StateKey, &id); err != nil {
+				return err
+			}
+			out[k] = id
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: current state: %w", err)
+	}
+	return out, nil
+}
+
+// CurrentStateEvent returns the ID of the event holding key in the room's
+// current state; ErrNotFound when the key is not set.
+func (db *DB) CurrentStateEvent(ctx context.Context, roomID string, key StateKey) (string, error) {
+	var out string
+	err := db.read(ctx, func(tx *sql.Tx) error {
+		room, err := db.roomNID(ctx, tx, roomID)
+		if err != nil {
+			return err
+		}
+		err = tx.QueryRowContext(ctx, db.d.currentStateEvent, room, key.Type, key.StateKey).Scan(&out)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("state %s/%q: %w", key.Type, key.StateKey, ErrNotFound)
+		}
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("store: current state event: %w", err)
+	}
+	return out, nil
+}
+
+// ForwardExtremities returns the room's forward extremities, sorted.
+func (db *DB) ForwardExtremities(ctx context.Context, roomID string) ([]string, error) {
+	out, err := db.roomStrings(ctx, roomID, db.d.forwardExtremities)
+	if err != nil {
+		return nil, fmt.Errorf("store: forward extremities: %w", err)
+	}
+	return out, nil
+}
+
+// JoinedServers returns the servers of the users whose current membership
+// is "join", sorted: the servers an event of the room goes to.
+func (db *DB) JoinedServers(ctx context.Context, roomID string) ([]string, error) {
+	out, err := db.roomStrings(ctx, roomID, db.d.joinedServers)
+	if err != nil {
+		return nil, fmt.Errorf("store: joined servers: %w", err)
+	}
+	return out, nil
+}
+
+// Members returns the users whose current membership is membership
+// ("join", "invite", ...), sorted.
+func (db *DB) Members(ctx context.Context, roomID, membership string) ([]string, error) {
+	out, err := db.roomStrings(ctx, roomID, db.d.members, membership)
+	if err != nil {
+		return nil, fmt.Errorf("store: members: %w", err)
+	}
+	return out, nil
+}
+
+func (db *DB) roomStrings(ctx context.Context, roomID, query string, args ...any) ([]string, error) {
+	var out []string
+	err := db.read(ctx, func(tx *sql.Tx) error {
+		room, err := db.roomNID(ctx, tx, roomID)
+		if err != nil {
+			return err
+		}
+		rows, err := tx.QueryContext(ctx, query, append([]any{room}, args...)...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var s string
+			if err := rows.Scan(&s); err != nil {
+				return err
+			}
+			out = append(out, s)
+		}
+		return rows.Err()
+	})
+	return out, err
+}
