@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 )
 
 // RedactionRules names a redaction algorithm (which keys survive).
@@ -161,7 +162,31 @@ type UnsupportedVersionError struct {
 }
 
 func (e *UnsupportedVersionError) Error() string {
-	return fmt.Sprintf("unsupported room version %q (Ferry supports %v)", e.Version, SupportedVersionIDs())
+	supported := strings.Join(SupportedVersionIDs(), ", ")
+	for _, v := range versionTable {
+		if v.IETFName != "" && v.IETFName == e.Version {
+			return fmt.Sprintf("unsupported room version %q: that is the IETF name of room version %s, which is what the wire uses (Ferry supports %s)", e.Version, v.ID, supported)
+		}
+	}
+	if !ValidVersionID(e.Version) {
+		return fmt.Sprintf("invalid room version %q: a room version is 1 to 32 characters of a-z, 0-9, '.' and '-' (Ferry supports %s)", e.Version, supported)
+	}
+	return fmt.Sprintf("unsupported room version %q (Ferry supports %s)", e.Version, supported)
+}
+
+// ValidVersionID reports whether id follows the room version grammar:
+// 1 to 32 characters of a-z, 0-9, '.' and '-'.
+func ValidVersionID(id string) bool {
+	if id == "" || len(id) > 32 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // Unwrap lets callers match ErrUnsupportedVersion.
@@ -195,4 +220,52 @@ func SupportedVersions() []Version {
 		out[i] = versionTable[id]
 	}
 	return out
+}
+
+// String names the rule set as the spec's room version pages do.
+func (r RedactionRules) String() string {
+	switch r {
+	case RedactionV9:
+		return "v9 (versions 9-10: keeps origin, membership, prev_state)"
+	case RedactionV11:
+		return "v11 (versions 11+: create keeps all content)"
+	default:
+		return fmt.Sprintf("RedactionRules(%d)", int(r))
+	}
+}
+
+// String names the room ID scheme.
+func (s RoomIDScheme) String() string {
+	switch s {
+	case RoomIDOpaque:
+		return "!opaque:server"
+	case RoomIDFromCreate:
+		return "! + create event reference hash"
+	default:
+		return fmt.Sprintf("RoomIDScheme(%d)", int(s))
+	}
+}
+
+// String names the state resolution algorithm.
+func (a StateResAlgorithm) String() string {
+	switch a {
+	case StateResV2:
+		return "v2"
+	case StateResV21:
+		return "v2.1"
+	default:
+		return fmt.Sprintf("StateResAlgorithm(%d)", int(a))
+	}
+}
+
+// String names the creator model.
+func (m CreatorModel) String() string {
+	switch m {
+	case CreatorFromContent:
+		return "content.creator, level 100 by default"
+	case CreatorSenderPrivileged:
+		return "sender + additional_creators, infinite power"
+	default:
+		return fmt.Sprintf("CreatorModel(%d)", int(m))
+	}
 }
