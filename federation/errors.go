@@ -60,6 +60,9 @@ var sentinels = []struct {
 	{rooms.ErrBadFormat, http.StatusBadRequest, "M_BAD_JSON"},
 	{rooms.ErrUnsupportedVersion, http.StatusBadRequest, "M_INCOMPATIBLE_ROOM_VERSION"},
 	{keys.ErrInvalidServerKeys, http.StatusBadRequest, "M_INVALID_PARAM"},
+	{ErrBadXMatrix, http.StatusUnauthorized, "M_UNAUTHORIZED"},
+	{ErrServerDenied, http.StatusForbidden, "M_FORBIDDEN"},
+	{ErrNotFound, http.StatusNotFound, "M_NOT_FOUND"},
 }
 
 // matrixErrorFor returns the Matrix error to send for err, and whether err

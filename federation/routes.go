@@ -18,6 +18,14 @@ func (s *Server) routes(r *mux.Router) {
 		r.Handle("/.well-known/matrix/server", s.handle(s.handleWellKnown)).Methods(http.MethodGet)
 	}
 	r.Handle("/healthz", s.handle(s.handleHealth)).Methods(http.MethodGet)
+
+	// Notary (no authentication).
+	r.Handle("/_matrix/key/v2/query/{serverName}", s.handle(s.handleKeyQueryGet)).Methods(http.MethodGet)
+	r.Handle("/_matrix/key/v2/query", s.handle(s.handleKeyQueryPost)).Methods(http.MethodPost)
+
+	// Authenticated with X-Matrix.
+	r.Handle("/_matrix/federation/v1/query/profile", s.handle(s.authed(s.handleQueryProfile))).Methods(http.MethodGet)
+	r.Handle("/_matrix/federation/v1/query/directory", s.handle(s.authed(s.handleQueryDirectory))).Methods(http.MethodGet)
 }
 
 // handlerFunc is the shape of every endpoint: it writes a response and

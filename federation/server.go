@@ -64,10 +64,31 @@ type Server struct {
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 
+	// KeyRing verifies X-Matrix signatures with other servers' keys and
+	// answers the notary endpoints. Authenticated endpoints answer 500
+	// and the notary endpoints 404 without it.
+	KeyRing *keys.Ring
+	// Policy is the federation allow / deny list; refused origins get
+	// 403 M_FORBIDDEN.
+	Policy ServerPolicy
+	// Directory answers /query/profile and /query/directory; nil answers
+	// 404 M_NOT_FOUND.
+	Directory Directory
+	// MaxRequestBodyBytes bounds request bodies (413 M_TOO_LARGE above);
+	// DefaultMaxRequestBodyBytes when zero.
+	MaxRequestBodyBytes int64
+	// MaxConcurrentPerOrigin bounds the authenticated requests one origin
+	// may have in progress (429 M_LIMIT_EXCEEDED above);
+	// DefaultMaxConcurrentPerOrigin when zero.
+	MaxConcurrentPerOrigin int
+
 	handlerOnce sync.Once
 	handler     http.Handler
 
 	keyDoc keyDocumentCache
+
+	limiterOnce  sync.Once
+	originLimits *originLimiter
 
 	mu        sync.Mutex
 	listener  net.Listener
