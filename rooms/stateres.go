@@ -2,6 +2,7 @@ package rooms
 
 import (
 	"fmt"
+	"maps"
 )
 
 // StateMap is a room state: each (type, state_key) pair to the ID of the
@@ -18,16 +19,44 @@ type StateMap map[StateTuple]string
 // The work grows with the conflicted part of the states and its auth
 // chains: the unconflicted events are only looked up by key, never walked,
 // when src implements AuthChildrenSource. Splitting the states into
-// unconflicted and conflicted parts reads every key of every state once.
+// unconflicted and conflicted parts reads every key of every state once,
+// and the result is a copy of states[0] with the changes applied;
+// ResolveStateDelta skips that copy.
 //
 // Errors wrap ErrEventNotFound for events src does not hold and ErrAuthCycle
 // for cyclic auth graphs; a state map entry naming an event of another key
 // or a non-state event is an error too.
 func ResolveState(v Version, states []StateMap, src EventSource, cache *AuthChainCache) (StateMap, error) {
+	delta, err := ResolveStateDelta(v, states, src, cache)
+	if err != nil {
+		return nil, err
+	}
+	if len(states) == 0 {
+		return StateMap{}, nil
+	}
+	out := maps.Clone(states[0])
+	for k, id := range delta {
+		if id == "" {
+			delete(out, k)
+		} else {
+			out[k] = id
+		}
+	}
+	return out, nil
+}
+
+// ResolveStateDelta is ResolveState returning the resolved state as its
+// differences from states[0]: each key whose event changes, mapped to the
+// new event ID, or to "" where the resolved state has no event for the key.
+// With no states it returns an empty delta.
+func ResolveStateDelta(v Version, states []StateMap, src EventSource, cache *AuthChainCache) (StateMap, error) {
 	switch v.StateRes {
 	case StateResV2, StateResV21:
 	default:
 		return nil, fmt.Errorf("state resolution: room version %s has no known algorithm (%d)", v.ID, v.StateRes)
+	}
+	if len(states) == 0 {
+		return StateMap{}, nil
 	}
 	if cache == nil {
 		cache = NewAuthChainCache()
@@ -43,13 +72,10 @@ func ResolveState(v Version, states []StateMap, src EventSource, cache *AuthChai
 	r.chainSrc, _ = src.(AuthChainSource)
 	r.kids, _ = src.(AuthChildrenSource)
 	r.rejected, _ = src.(RejectedSource)
-	if len(states) == 0 {
-		return StateMap{}, nil
-	}
 	if err := r.run(); err != nil {
 		return nil, fmt.Errorf("state resolution: %w", err)
 	}
-	return r.result(), nil
+	return r.delta(), nil
 }
 
 // resolution holds the working data of one ResolveState call.
@@ -143,20 +169,31 @@ func (r *resolution) run() error {
 	return r.iterativeAuthChecks(sortedRest)
 }
 
-// result is step 5: "Update the result by replacing any event with the
+// delta is step 5, "Update the result by replacing any event with the
 // event with the same key from the unconflicted state map, if such an event
-// exists, to get the final resolved state."
-func (r *resolution) result() StateMap {
-	out := make(StateMap, len(r.states[0])+len(r.overlay))
-	for k, id := range r.states[0] {
-		if _, c := r.conflictedKeys[k]; !c {
+// exists, to get the final resolved state", expressed as changes to
+// states[0]. Only conflicted keys and keys iterative auth checks wrote can
+// differ from it: every other key of states[0] is unconflicted.
+func (r *resolution) delta() StateMap {
+	out := make(StateMap)
+	resolve := func(k StateTuple) {
+		if _, ok := r.unconflicted(k); ok {
+			return // unconflicted: states[0] already holds it
+		}
+		id, ok := r.overlay[k]
+		old, had := r.states[0][k]
+		switch {
+		case ok && id != old:
 			out[k] = id
+		case !ok && had:
+			out[k] = ""
 		}
 	}
-	for k, id := range r.overlay {
-		if _, unconflicted := out[k]; !unconflicted {
-			out[k] = id
-		}
+	for k := range r.conflictedKeys {
+		resolve(k)
+	}
+	for k := range r.overlay {
+		resolve(k)
 	}
 	return out
 }
