@@ -132,7 +132,9 @@ func (w *fedWorld) link(from, to *fedNode) {
 	from.resolver.mapHost(to.name, 8448, to.addr())
 }
 
-func (n *fedNode) addr() netip.AddrPort { return netip.MustParseAddrPort(n.server.ListenAddr().String()) }
+func (n *fedNode) addr() netip.AddrPort {
+	return netip.MustParseAddrPort(n.server.ListenAddr().String())
+}
 
 // rawRequest sends a request straight to node with the given
 // Authorization header (none when empty) and returns status and body.
