@@ -32,7 +32,7 @@ import (
 var ErrNotAuthorized = errors.New("not authorized")
 
 // AuthError is a rejection by the authorization rules: Rule names the rule
-// group ("create", "room_id", "auth_events", "federate", "membership",
+// group ("event" for a nil event, "create", "room_id", "auth_events", "federate", "membership",
 // "sender", "third_party_invite", "power_level", "state_key",
 // "power_levels") and Reason says, in a stable sentence, what failed.
 type AuthError struct {
@@ -69,6 +69,9 @@ type authCheck struct {
 // It returns nil if ev is allowed, else an *AuthError naming the rule.
 // state is only read.
 func CheckAuth(ev *Event, state map[StateTuple]*Event) error {
+	if ev == nil {
+		return &AuthError{Rule: "event", Reason: "no event to judge"}
+	}
 	if err := checkAuth(ev, state); err != nil {
 		return err
 	}
@@ -206,8 +209,13 @@ func checkCreate(ev *Event) *AuthError {
 			}
 			for i, e := range arr {
 				s, ok := e.(string)
-				if !ok || !validUserIDForAuth(s) {
-					return reject(ev, "create", "content.additional_creators[%d] is not a valid user ID", i)
+				if !ok {
+					return reject(ev, "create", "content.additional_creators[%d] is not a valid user ID (not a string)", i)
+				}
+				// "the same user ID validation applied to sender": the
+				// grammar servers accept over federation.
+				if _, err := ParseUserID(s); err != nil {
+					return reject(ev, "create", "content.additional_creators[%d] is not a valid user ID (%s)", i, idProblem(err))
 				}
 			}
 		}
@@ -231,6 +239,9 @@ func checkCreate(ev *Event) *AuthError {
 // an event was rejected (nil means none was). A create event ev is judged by
 // rule 1 alone.
 func CheckAuthEvents(ev *Event, authEvents []*Event, create *Event, isRejected func(eventID string) bool) error {
+	if ev == nil {
+		return &AuthError{Rule: "event", Reason: "no event to judge"}
+	}
 	if err := checkAuthEvents(ev, authEvents, create, isRejected); err != nil {
 		return err
 	}
@@ -342,6 +353,9 @@ func checkAuthEvents(ev *Event, authEvents []*Event, create *Event, isRejected f
 // or the redaction's sender is on the same server as the target's sender.
 // The auth rules never look at the redact level; this is the later check.
 func RedactionAllowed(redaction, target *Event, state map[StateTuple]*Event) bool {
+	if redaction == nil || target == nil {
+		return false
+	}
 	if redaction.Type() != typeRedaction || redaction.Redacts() != target.EventID() || redaction.RoomID() != target.RoomID() {
 		return false
 	}
@@ -353,4 +367,13 @@ func RedactionAllowed(redaction, target *Event, state map[StateTuple]*Event) boo
 		return false
 	}
 	return !pl.user(redaction.Sender()).less(finite(pl.redact()))
+}
+
+// idProblem returns the grammar rule an identifier parse error names.
+func idProblem(err error) string {
+	var idErr *IDError
+	if errors.As(err, &idErr) {
+		return idErr.Reason
+	}
+	return err.Error()
 }

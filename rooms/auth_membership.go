@@ -24,8 +24,11 @@ func (c *authCheck) checkMembership() *AuthError {
 	if c.v.RestrictedJoins {
 		if raw, present := ev.Content()["join_authorised_via_users_server"]; present {
 			via, isString := raw.(string)
-			if !isString || !validUserIDForAuth(via) {
-				return reject(ev, "membership", "join_authorised_via_users_server is not a valid user ID")
+			if !isString {
+				return reject(ev, "membership", "join_authorised_via_users_server is not a valid user ID (not a string)")
+			}
+			if _, err := ParseUserID(via); err != nil {
+				return reject(ev, "membership", "join_authorised_via_users_server is not a valid user ID (%s)", idProblem(err))
 			}
 			if !hasEd25519Signature(ev.Object(), serverOfID(via)) {
 				return reject(ev, "membership", "the event is not signed by %s, the server of the authorising user", serverOfID(via))

@@ -162,8 +162,8 @@ func checkPowerLevelsContent(content map[string]any) string {
 			return "users is not an object"
 		}
 		for _, k := range sortedKeys(m) {
-			if !validUserIDForAuth(k) {
-				return fmt.Sprintf("users key %q is not a valid user ID", k)
+			if _, err := ParseUserID(k); err != nil {
+				return fmt.Sprintf("users key %q is not a valid user ID (%s)", k, idProblem(err))
 			}
 			if _, ok := m[k].(int64); !ok {
 				return fmt.Sprintf("users[%q] is not an integer", k)
