@@ -59,6 +59,9 @@ type dialect struct {
 
 	// host log
 	appendHostLog, readHostLog, hostLogHead, cursor, setCursor string
+
+	// diagnostics
+	statsCounts, pageCount, pageSize, allSnapshotParents string
 }
 
 // invariant is a query counting rows that break a rule of the store.
@@ -247,7 +250,12 @@ var sqliteDialect = &dialect{
 		FROM host_log h LEFT JOIN events e ON e.event_nid = h.event_nid
 		WHERE h.pos > ? ORDER BY h.pos LIMIT ?`,
 	hostLogHead: `SELECT COALESCE(MAX(pos), 0) FROM host_log`,
-	cursor:      `SELECT pos FROM host_cursors WHERE name = ?`,
+	statsCounts: `SELECT (SELECT COUNT(*) FROM events WHERE json IS NOT NULL), (SELECT COUNT(*) FROM state_snapshots),
+		(SELECT COUNT(*) FROM state_snapshots WHERE parent_nid IS NULL), (SELECT COUNT(*) FROM state_entries)`,
+	pageCount:          `SELECT page_count - freelist_count FROM pragma_page_count(), pragma_freelist_count()`,
+	pageSize:           `PRAGMA page_size`,
+	allSnapshotParents: `SELECT snapshot_nid, parent_nid FROM state_snapshots`,
+	cursor:             `SELECT pos FROM host_cursors WHERE name = ?`,
 	setCursor: `INSERT INTO host_cursors (name, pos) VALUES (?, ?)
 		ON CONFLICT (name) DO UPDATE SET pos = MAX(host_cursors.pos, excluded.pos)`,
 }
