@@ -96,6 +96,7 @@ func serve(ctx context.Context, args []string, env config.LookupEnv, stderr io.W
 // order they depend on each other.
 type instance struct {
 	keys       *keys.Own
+	client     *federation.Client
 	federation *federation.Server
 }
 
@@ -123,13 +124,39 @@ func start(cfg *config.Config, logger zerolog.Logger) (*instance, error) {
 		return nil, err
 	}
 
+	client, err := federation.NewClient(federation.ClientConfig{
+		ServerName:            cfg.ServerName,
+		Keys:                  own,
+		CAFile:                cfg.Federation.CAFile,
+		InsecureSkipVerify:    !cfg.Federation.VerifyTLS,
+		AllowPrivateAddresses: cfg.Federation.AllowPrivateAddresses,
+		Policy:                federation.ServerPolicy{Allow: cfg.Federation.Allow, Deny: cfg.Federation.Deny},
+		Logger:                logger.With().Str("component", "federation_client").Logger(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	notaries := make([]keys.Notary, 0, len(cfg.Federation.TrustedKeyServers))
+	for _, name := range cfg.Federation.TrustedKeyServers {
+		notaries = append(notaries, keys.Notary{ServerName: name})
+	}
+	ring, err := keys.NewRing(keys.RingConfig{ServerName: cfg.ServerName, Own: own, Fetcher: client, Notaries: notaries})
+	if err != nil {
+		client.Close()
+		return nil, err
+	}
+
 	fed := federation.NewServer(cfg.ServerName, own)
+	fed.KeyRing = ring
+	fed.Policy = federation.ServerPolicy{Allow: cfg.Federation.Allow, Deny: cfg.Federation.Deny}
+	fed.MaxRequestBodyBytes = cfg.Federation.MaxRequestBodyBytes
 	fed.Addr = cfg.Federation.Listen
 	fed.TLSConfig = tlsConfig
 	fed.WellKnownServer = cfg.Federation.WellKnownServer
 	fed.Version = versionString()
 	fed.Logger = logger.With().Str("component", "federation").Logger()
 	if err := fed.Open(); err != nil {
+		client.Close()
 		return nil, err
 	}
 	logger.Info().
@@ -140,12 +167,14 @@ func start(cfg *config.Config, logger zerolog.Logger) (*instance, error) {
 		Str("version", versionString()).
 		Str("default_room_version", cfg.Rooms.DefaultVersion).
 		Msg("federation listening")
-	return &instance{keys: own, federation: fed}, nil
+	return &instance{keys: own, client: client, federation: fed}, nil
 }
 
 // Close shuts the components down in the reverse order of start.
 func (i *instance) Close(ctx context.Context) error {
-	return i.federation.Close(ctx)
+	err := i.federation.Close(ctx)
+	i.client.Close()
+	return err
 }
 
 // federationTLS returns the listener's TLS configuration: none for
