@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/ferry-matrix/ferry/rooms"
 )
 
 // defaultFederationPort is the IANA-registered matrix-fed port used when a
@@ -55,6 +57,12 @@ func parseServerName(s string) (serverName, error) {
 	}
 	if len(s) > maxServerNameLen {
 		return bad("longer than 255 bytes")
+	}
+	// The grammar is rooms'; what follows splits the name for discovery
+	// and refuses the few grammatical names nobody can connect to (port 0,
+	// IPv4 octets with leading zeros).
+	if _, err := rooms.ParseServerName(s); err != nil {
+		return serverName{}, fmt.Errorf("%w: %w", errBadServerName, err)
 	}
 	out := serverName{raw: s}
 	hostPart, portPart := s, ""

@@ -3,6 +3,8 @@ package federation
 import (
 	"strings"
 	"testing"
+
+	"github.com/ferry-matrix/ferry/rooms"
 )
 
 func TestParseServerName(t *testing.T) {
@@ -79,6 +81,9 @@ func FuzzParseServerName(f *testing.F) {
 		sn, err := parseServerName(s)
 		if err != nil {
 			return
+		}
+		if _, err := rooms.ParseServerName(s); err != nil {
+			t.Fatalf("parse(%q) accepted what rooms.ParseServerName rejects: %v", s, err)
 		}
 		rebuilt := sn.hostForHeader()
 		if sn.hasPort {
