@@ -27,7 +27,11 @@ type authedHandlerFunc func(w http.ResponseWriter, r *http.Request, in *Incoming
 
 // unauthorized builds the 401 every authentication failure answers with.
 func unauthorized(format string, args ...any) *MatrixError {
-	return Errorf(http.StatusUnauthorized, "M_UNAUTHORIZED", format, args...)
+	me := Errorf(http.StatusUnauthorized, "M_UNAUTHORIZED", format, args...)
+	// Carrying the cause makes writeError log the refusal (remote
+	// misbehaviour, at warn level) with its reason.
+	me.Err = ErrBadXMatrix
+	return me
 }
 
 // authed wraps h with X-Matrix authentication (server-server API,

@@ -287,3 +287,34 @@ func checkWellKnownRedirect(req *http.Request, via []*http.Request) error {
 func (t dialTarget) String() string {
 	return net.JoinHostPort(t.host, strconv.Itoa(int(t.port)))
 }
+
+// Resolution describes where requests for a server name go, for
+// diagnostics (`ferry check`) and logs.
+type Resolution struct {
+	ServerName    string   // the name asked about
+	Delegated     bool     // /.well-known/matrix/server delegated it
+	Host          string   // the Host header requests carry
+	TLSServerName string   // the name the certificate must be valid for
+	Targets       []string // host:port pairs to connect to, in order
+	// Via names the step that produced Targets: "ip" (IP literal), "port"
+	// (explicit port), "srv:matrix-fed", "srv:matrix" or "default-port".
+	Via string
+}
+
+// Resolve runs server discovery for serverName as requests would, without
+// connecting to the targets (the .well-known fetch, when needed, does
+// connect).
+func (c *Client) Resolve(ctx context.Context, serverName string) (Resolution, error) {
+	res, err := c.discovery.resolve(ctx, serverName)
+	if err != nil {
+		return Resolution{}, err
+	}
+	out := Resolution{
+		ServerName: serverName, Delegated: res.delegated, Host: res.hostHeader(),
+		TLSServerName: res.tlsServerName(), Via: res.via,
+	}
+	for _, t := range res.targets {
+		out.Targets = append(out.Targets, t.String())
+	}
+	return out, nil
+}

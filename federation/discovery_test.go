@@ -293,12 +293,12 @@ func TestDiscovery_ResolutionOrder(t *testing.T) {
 		if got.Target != w.target || got.Host != w.host || got.SNI != w.sni {
 			t.Fatalf("request to %s reached %+v, want target %s host %q sni %q", dest, got, w.target, w.host, w.sni)
 		}
-		res, err := c.discovery.resolve(context.Background(), dest)
+		res, err := c.Resolve(context.Background(), dest)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if res.via != w.via {
-			t.Fatalf("resolved via %s, want %s", res.via, w.via)
+		if res.Via != w.via || res.Host != w.host || res.ServerName != dest || len(res.Targets) == 0 {
+			t.Fatalf("Resolve(%s) = %+v, want via %s", dest, res, w.via)
 		}
 	}
 

@@ -27,6 +27,9 @@ const (
 	DefaultOwnKeyValidity     = 24 * time.Hour
 )
 
+// notaryParallelism bounds the servers one NotaryQuery fetches at once.
+const notaryParallelism = 8
+
 var (
 	// ErrKeyNotFound is matched when a server's key is unknown and could
 	// not be fetched.
@@ -254,12 +257,10 @@ func (r *Ring) lookup(ctx context.Context, server, keyID string, ts int64, p pur
 	if ok && usable(k, ts, p) {
 		return k.PublicKey, nil
 	}
-	minValid := ts
-	if p == forRequest || minValid < r.nowMS() {
-		// Ask for a document valid now; for an old event an older
-		// validity would do, but a notary serves current documents anyway.
-		minValid = max(minValid, r.nowMS())
-	}
+	// Ask for a document valid at least until now (or ts, if later): for
+	// an old event an older validity would do, but servers and notaries
+	// serve current documents anyway.
+	minValid := max(ts, r.nowMS())
 	fetchErr := r.refresh(ctx, server, keyID, minValid, useNotaries)
 	k, ok, err = r.cached(ctx, server, keyID)
 	if err != nil {
@@ -592,29 +593,42 @@ func ownSignedDocument(sk *ServerKeys) ([]byte, error) {
 // one, so old signatures stay checkable; one we never reached is left out.
 // The result may hold more keys than asked for.
 func (r *Ring) NotaryQuery(ctx context.Context, queries []KeyQuery) ([]map[string]any, error) {
-	out := make([]map[string]any, 0, len(queries))
+	unique := make([]KeyQuery, 0, len(queries))
 	seen := map[string]bool{}
 	for _, q := range queries {
-		if seen[q.ServerName] {
-			continue
+		if !seen[q.ServerName] {
+			seen[q.ServerName] = true
+			unique = append(unique, q)
 		}
-		seen[q.ServerName] = true
-		var doc []byte
-		if q.ServerName == r.cfg.ServerName {
-			own, err := ServerKeyDocument(r.cfg.ServerName, r.cfg.Own, r.cfg.Now().Add(r.cfg.OwnKeyValidity).UnixMilli())
-			if err != nil {
-				return nil, err
+	}
+	// Servers are fetched in parallel, a few at a time, so one slow
+	// server does not hold up the answer for the others.
+	docs := make([][]byte, len(unique))
+	errs := make([]error, len(unique))
+	sem := make(chan struct{}, notaryParallelism)
+	var wg sync.WaitGroup
+	for i, q := range unique {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if q.ServerName == r.cfg.ServerName {
+				docs[i], errs[i] = ServerKeyDocument(r.cfg.ServerName, r.cfg.Own, r.cfg.Now().Add(r.cfg.OwnKeyValidity).UnixMilli())
+				return
 			}
-			doc = own
-		} else {
-			d, err := r.notaryDocument(ctx, q)
-			if err != nil {
-				return nil, err
-			}
-			if d == nil {
-				continue
-			}
-			doc = d
+			docs[i], errs[i] = r.notaryDocument(ctx, q)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	out := make([]map[string]any, 0, len(unique))
+	for i, q := range unique {
+		doc := docs[i]
+		if doc == nil {
+			continue
 		}
 		v, err := rooms.ParseJSON(doc)
 		if err != nil {
