@@ -57,3 +57,48 @@ func (r *srRoom) join(b *srBranch, user string) *Event {
 	r.tb.Helper()
 	return r.mustSend(b, "m.room.member", StringPtr(user), user, map[string]any{"membership": "join"})
 }
+
+// rejectedSet marks some events of an EventSet as rejected on receipt.
+type rejectedSet struct {
+	*EventSet
+	rejected map[string]bool
+}
+
+func (s rejectedSet) Rejected(id string) bool { return s.rejected[id] }
+
+var _ RejectedSource = rejectedSet{}
+
+// Iterative auth checks never use a rejected event as an auth event, from
+// the event's auth_events or from the working state.
+func TestResolveState_RejectedAuthEvents(t *testing.T) {
+	for _, vid := range []string{"10", "12"} {
+		v := mustVersion(t, vid)
+		r, base := newSRRoom(t, v, true, "@alice:a.example", srPowerLevels(v, "@alice:a.example", nil))
+		r.join(base, "@bob:b.example")
+		a, b := base.fork(), base.fork()
+		promote := r.mustSend(a, "m.room.power_levels", StringPtr(""), "@alice:a.example", r.powerLevels(a, "@bob:b.example", 50))
+		topic := r.mustSend(a, "m.room.topic", StringPtr(""), "@bob:b.example", map[string]any{"topic": "bob's"})
+		r.topic(b, "@alice:a.example", "alice's")
+		states := []StateMap{a.state, b.state}
+		key := StateTuple{"m.room.topic", ""}
+		got, err := ResolveState(v, states, r.set, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got[key] != topic.EventID() {
+			t.Fatalf("v%s: topic %s, want Bob's %s", vid, got[key], topic.EventID())
+		}
+		got, err = ResolveState(v, states, rejectedSet{r.set, map[string]bool{promote.EventID(): true}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got[key] == topic.EventID() {
+			t.Fatalf("v%s: Bob's topic was authorised by a rejected power-levels event", vid)
+		}
+	}
+}
+
+func (r *srRoom) topic(b *srBranch, sender, text string) *Event {
+	r.tb.Helper()
+	return r.mustSend(b, "m.room.topic", StringPtr(""), sender, map[string]any{"topic": text})
+}

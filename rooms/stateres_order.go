@@ -244,11 +244,16 @@ func (r *resolution) lookup(k StateTuple) (string, bool) {
 	return "", false
 }
 
+// isRejected reports whether the source marks id as rejected on receipt.
+func (r *resolution) isRejected(id string) bool {
+	return r.rejected != nil && r.rejected.Rejected(id)
+}
+
 // iterativeAuthChecks applies each event of ids, in order, to the working
 // state if the authorization rules allow it (spec "Iterative auth checks").
 // An event is judged by the state its non-rejected auth events form, with
 // every key the auth events selection needs taken from the working state
-// where the working state has it. In room versions that imply the create
+// where the working state has it (and it was not rejected). In room versions that imply the create
 // event by the room ID, that create event stands in when the working state
 // has none.
 func (r *resolution) iterativeAuthChecks(ids []string) error {
@@ -263,7 +268,7 @@ func (r *resolution) iterativeAuthChecks(ids []string) error {
 		}
 		authState := make(map[StateTuple]*Event, 8)
 		for _, aid := range ev.AuthEvents() {
-			if r.rejected != nil && r.rejected.Rejected(aid) {
+			if r.isRejected(aid) {
 				continue
 			}
 			a, err := r.event(aid)
@@ -275,7 +280,7 @@ func (r *resolution) iterativeAuthChecks(ids []string) error {
 			}
 		}
 		for _, k := range AuthSelection(ev) {
-			if wid, ok := r.lookup(k); ok {
+			if wid, ok := r.lookup(k); ok && !r.isRejected(wid) {
 				w, err := r.event(wid)
 				if err != nil {
 					return err
