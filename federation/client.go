@@ -207,9 +207,10 @@ type Request struct {
 	// Path is the escaped path, e.g. "/_matrix/federation/v1/query/profile".
 	Path  string
 	Query url.Values
-	// Body is the JSON body: nil for none, []byte or json.RawMessage for
-	// raw JSON, anything else is encoded with encoding/json. It is sent
-	// as canonical JSON, which is what the signature covers.
+	// Body is the JSON body: nil for none ({} for PUT and POST, which
+	// always carry an object), []byte or json.RawMessage for raw JSON,
+	// anything else is encoded with encoding/json. It is sent as canonical
+	// JSON, which is what the signature covers.
 	Body any
 	// Unauthenticated leaves out the X-Matrix header, for the key and
 	// version endpoints.
@@ -269,6 +270,10 @@ func (c *Client) do(ctx context.Context, r Request) ([]byte, error) {
 
 	var content any
 	var bodyBytes []byte
+	if r.Body == nil && (r.Method == http.MethodPut || r.Method == http.MethodPost) {
+		// Every POST and PUT carries a JSON object, possibly empty.
+		r.Body = []byte(`{}`)
+	}
 	if r.Body != nil {
 		raw, ok := r.Body.([]byte)
 		if rm, isRaw := r.Body.(json.RawMessage); isRaw {

@@ -33,6 +33,11 @@ func TestClient_SignsWhatItSends(t *testing.T) {
 	var failures []string
 	tgt := startTLSTarget(t, pki, "verifier", "127.0.0.1:0", http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		body, _ := io.ReadAll(req.Body)
+		if (req.Method == "PUT" || req.Method == "POST") && len(body) == 0 {
+			mu.Lock()
+			failures = append(failures, req.Method+" "+req.RequestURI+": no body")
+			mu.Unlock()
+		}
 		var content any
 		if len(body) > 0 {
 			var err error
@@ -66,6 +71,7 @@ func TestClient_SignsWhatItSends(t *testing.T) {
 		{Method: "PUT", Path: "/_matrix/federation/v1/send/1700000000000/", Body: map[string]any{"pdus": []any{}, "origin": "me.test", "text": "<&>\u2028"}},
 		{Method: "POST", Path: "/_matrix/federation/v1/get_missing_events/%21room%3Aa.test", Body: []byte(`{"limit": 10, "earliest_events": ["$a"]}`)},
 		{Method: "PUT", Path: "/_matrix/federation/v2/invite/%21r%3Aa/%24e", Body: map[string]any{}},
+		{Method: "POST", Path: "/_matrix/federation/v1/user/keys/query"}, // sent as {}
 	}
 	for _, req := range requests {
 		req.Destination = "dest.test"
@@ -78,9 +84,9 @@ func TestClient_SignsWhatItSends(t *testing.T) {
 	if len(failures) > 0 {
 		t.Fatalf("signatures did not verify on the receiving side:\n%s", strings.Join(failures, "\n"))
 	}
-	// All four requests went over one connection.
+	// All the requests went over one connection.
 	if n := tgt.conns.Load(); n != 1 {
-		t.Fatalf("%d connections for 4 requests, want 1 (reuse)", n)
+		t.Fatalf("%d connections for %d requests, want 1 (reuse)", n, len(requests))
 	}
 }
 
