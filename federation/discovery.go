@@ -90,10 +90,21 @@ type discovery struct {
 
 	mu        sync.Mutex
 	wellKnown map[string]*wellKnownEntry // by hostname
+	inflight  map[string]*wellKnownCall  // fetches under way, by hostname
+}
+
+// wellKnownCall is one .well-known fetch that concurrent lookups of the
+// same host wait for instead of fetching again.
+type wellKnownCall struct {
+	done     chan struct{}
+	waiters  int
+	delegate serverName
+	ok       bool
 }
 
 func newDiscovery(resolver Resolver, client *http.Client, now func() time.Time) *discovery {
-	return &discovery{resolver: resolver, client: client, now: now, wellKnown: map[string]*wellKnownEntry{}}
+	return &discovery{resolver: resolver, client: client, now: now,
+		wellKnown: map[string]*wellKnownEntry{}, inflight: map[string]*wellKnownCall{}}
 }
 
 // delegate runs steps 1 to 3 of the resolution: IP literals and names
@@ -155,6 +166,7 @@ func (d *discovery) resolve(ctx context.Context, name string) (resolution, error
 }
 
 // lookupWellKnown returns the cached or freshly fetched delegate of host.
+// Concurrent lookups of one host share a single fetch.
 func (d *discovery) lookupWellKnown(ctx context.Context, host string) (serverName, bool) {
 	now := d.now()
 	d.mu.Lock()
@@ -163,6 +175,18 @@ func (d *discovery) lookupWellKnown(ctx context.Context, host string) (serverNam
 		d.mu.Unlock()
 		return e.delegate, e.err == nil
 	}
+	if c := d.inflight[host]; c != nil {
+		c.waiters++
+		d.mu.Unlock()
+		select {
+		case <-c.done:
+			return c.delegate, c.ok
+		case <-ctx.Done():
+			return serverName{}, false
+		}
+	}
+	c := &wellKnownCall{done: make(chan struct{})}
+	d.inflight[host] = c
 	failures := 0
 	if e != nil && e.err != nil {
 		failures = e.failures
@@ -170,20 +194,23 @@ func (d *discovery) lookupWellKnown(ctx context.Context, host string) (serverNam
 	d.mu.Unlock()
 
 	delegate, ttl, err := d.fetchWellKnown(ctx, host)
-	if err != nil && ctx.Err() != nil {
-		// Our caller gave up; that says nothing about the remote server.
-		return serverName{}, false
-	}
-	entry := &wellKnownEntry{delegate: delegate, err: err}
-	if err != nil {
-		entry.failures = failures + 1
-		entry.expires = now.Add(failureBackoff(entry.failures))
-	} else {
-		entry.expires = now.Add(ttl)
-	}
+	c.delegate, c.ok = delegate, err == nil
 	d.mu.Lock()
-	d.wellKnown[host] = entry
+	delete(d.inflight, host)
+	// When our caller gave up, that says nothing about the remote
+	// server: nothing is cached.
+	if err == nil || ctx.Err() == nil {
+		entry := &wellKnownEntry{delegate: delegate, err: err}
+		if err != nil {
+			entry.failures = failures + 1
+			entry.expires = now.Add(failureBackoff(entry.failures))
+		} else {
+			entry.expires = now.Add(ttl)
+		}
+		d.wellKnown[host] = entry
+	}
 	d.mu.Unlock()
+	close(c.done)
 	return delegate, err == nil
 }
 

@@ -571,3 +571,53 @@ func TestCacheTTL(t *testing.T) {
 		}
 	}
 }
+
+func TestDiscovery_ConcurrentLookupsShareOneFetch(t *testing.T) {
+	pki := newTestPKI(t)
+	clock := &discoveryClock{now: time.Unix(1_700_000_000, 0)}
+	r := newFakeResolver()
+	var fetches atomic.Int64
+	release := make(chan struct{})
+	wk := startTLSTarget(t, pki, "wk", "127.0.0.1:0", http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		fetches.Add(1)
+		<-release
+		_, _ = w.Write([]byte(`{"m.server":"shared.test:1"}`))
+	}), "busy.test")
+	r.mapHost("busy.test", 443, wk.addr)
+	c := newDiscoveryClient(t, pki, r, clock, true)
+	const n = 8
+	results := make(chan string, n)
+	for range n {
+		go func() {
+			d, err := c.discovery.delegate(context.Background(), "busy.test")
+			if err != nil {
+				results <- err.Error()
+				return
+			}
+			results <- d.hostHeader()
+		}()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c.discovery.mu.Lock()
+		call := c.discovery.inflight["busy.test"]
+		waiting := call != nil && call.waiters == n-1
+		c.discovery.mu.Unlock()
+		if waiting {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("lookups never all waited on one fetch")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	for range n {
+		if got := <-results; got != "shared.test:1" {
+			t.Fatalf("lookup = %s", got)
+		}
+	}
+	if f := fetches.Load(); f != 1 {
+		t.Fatalf("%d .well-known fetches, want 1", f)
+	}
+}

@@ -14,6 +14,9 @@ const (
 	// DefaultMaxConcurrentPerOrigin bounds the requests one origin server
 	// may have in progress at once; more are answered 429.
 	DefaultMaxConcurrentPerOrigin = 32
+	// maxConcurrentNotaryPerClient bounds the notary queries one client
+	// address may have in progress.
+	maxConcurrentNotaryPerClient = 4
 	// retryAfterMS is what a 429 asks the origin to wait.
 	retryAfterMS = 1000
 )
@@ -44,6 +47,15 @@ func (s *Server) limiter() *originLimiter {
 		s.originLimits = &originLimiter{max: n, inflight: map[string]int{}}
 	})
 	return s.originLimits
+}
+
+// notaryLimiter returns the per-client-address limiter of the notary
+// endpoints.
+func (s *Server) notaryLimiter() *originLimiter {
+	s.notaryLimiterOnce.Do(func() {
+		s.notaryLimits = &originLimiter{max: maxConcurrentNotaryPerClient, inflight: map[string]int{}}
+	})
+	return s.notaryLimits
 }
 
 // acquire takes one of origin's slots, or answers 429 M_LIMIT_EXCEEDED

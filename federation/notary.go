@@ -1,6 +1,7 @@
 package federation
 
 import (
+	"net"
 	"net/http"
 	"strconv"
 
@@ -86,6 +87,14 @@ func (s *Server) answerKeyQuery(w http.ResponseWriter, r *http.Request, queries 
 	if s.KeyRing == nil {
 		return ErrUnrecognized
 	}
+	// The notary is unauthenticated and makes us fetch from other
+	// servers, so each client address gets a few queries at a time.
+	release, err := s.notaryLimiter().acquire(remoteHost(r))
+	if err != nil {
+		w.Header().Set("Retry-After", "1")
+		return err
+	}
+	defer release()
 	allowed := queries[:0]
 	for _, q := range queries {
 		if q.ServerName == s.ServerName || s.Policy.Allowed(q.ServerName) {
@@ -106,4 +115,13 @@ func (s *Server) answerKeyQuery(w http.ResponseWriter, r *http.Request, queries 
 	}
 	writeRawJSON(w, http.StatusOK, body)
 	return nil
+}
+
+// remoteHost is the client's IP address, the key of the notary limiter.
+func remoteHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }

@@ -90,6 +90,9 @@ type Server struct {
 	limiterOnce  sync.Once
 	originLimits *originLimiter
 
+	notaryLimiterOnce sync.Once
+	notaryLimits      *originLimiter
+
 	mu        sync.Mutex
 	listener  net.Listener
 	http      *http.Server
