@@ -258,8 +258,8 @@ func (c *Client) do(ctx context.Context, r Request) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !strings.HasPrefix(r.Path, "/") {
-		return nil, fmt.Errorf("request path %q does not start with /", r.Path)
+	if !strings.HasPrefix(r.Path, "/") || strings.ContainsAny(r.Path, "?#") {
+		return nil, fmt.Errorf("request path %q must start with / and carry no query (use Query)", r.Path)
 	}
 	u, err := url.Parse("https://" + del.serverName + r.Path)
 	if err != nil {

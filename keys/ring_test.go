@@ -474,3 +474,37 @@ func TestRing_NotaryQuery(t *testing.T) {
 	}
 	check(docs, "remote.example", remote.Current[0].Public(), "ed25519:r1")
 }
+
+// TestRing_ServerKeyVector runs the captured Synapse key response through
+// the ring: its key verifies events from before its valid_until_ts, its
+// old key events from before expired_ts, and neither signs requests today.
+func TestRing_ServerKeyVector(t *testing.T) {
+	raw, _, public, keyID, server := serverKeyVector(t)
+	const validUntil = 1493142432964
+	clock := &ringClock{now: time.UnixMilli(validUntil - 60_000)}
+	f := &fakeFetcher{direct: func(_ context.Context, s string) ([]byte, error) {
+		if s != server {
+			return nil, fmt.Errorf("unexpected server %s", s)
+		}
+		return raw, nil
+	}}
+	ring := newTestRing(t, clock, f)
+	ctx := context.Background()
+	pub, err := ring.VerifyKey(ctx, server, keyID, validUntil-1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rooms.EncodeBase64(pub) != public {
+		t.Fatalf("key %s, want %s", rooms.EncodeBase64(pub), public)
+	}
+	if _, err := ring.VerifyKey(ctx, server, "ed25519:old", 929059200-1); err != nil {
+		t.Fatalf("old key before expired_ts: %v", err)
+	}
+	clock.Advance(365 * 24 * time.Hour)
+	if _, err := ring.RequestKey(ctx, server, keyID); !errors.Is(err, ErrKeyExpired) {
+		t.Fatalf("request with a key past valid_until_ts: %v", err)
+	}
+	if _, err := ring.RequestKey(ctx, server, "ed25519:old"); !errors.Is(err, ErrKeyExpired) {
+		t.Fatalf("request with an old key: %v", err)
+	}
+}
