@@ -634,7 +634,10 @@ func (r *Ring) NotaryQuery(ctx context.Context, queries []KeyQuery) ([]map[strin
 		if err != nil {
 			return nil, fmt.Errorf("notary: document of %s: %w", q.ServerName, err)
 		}
-		obj := v.(map[string]any)
+		obj, ok := v.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("notary: document of %s is not a JSON object", q.ServerName)
+		}
 		for _, k := range r.cfg.Own.Current {
 			if err := rooms.SignJSON(obj, k.SigningKey(r.cfg.ServerName)); err != nil {
 				return nil, fmt.Errorf("notary: sign document of %s: %w", q.ServerName, err)
