@@ -1,6 +1,7 @@
 package rooms
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 )
@@ -21,7 +22,8 @@ type StateMap map[StateTuple]string
 // when src implements AuthChildrenSource. Splitting the states into
 // unconflicted and conflicted parts reads every key of every state once,
 // and the result is a copy of states[0] with the changes applied;
-// ResolveStateDelta skips that copy.
+// ResolveStateDelta skips that copy, and ResolveSplit takes states already
+// split, for engines that can split them without reading every key.
 //
 // Errors wrap ErrEventNotFound for events src does not hold and ErrAuthCycle
 // for cyclic auth graphs; a state map entry naming an event of another key
@@ -50,13 +52,183 @@ func ResolveState(v Version, states []StateMap, src EventSource, cache *AuthChai
 // new event ID, or to "" where the resolved state has no event for the key.
 // With no states it returns an empty delta.
 func ResolveStateDelta(v Version, states []StateMap, src EventSource, cache *AuthChainCache) (StateMap, error) {
+	if len(states) == 0 {
+		if _, err := stateResAlgorithm(v); err != nil {
+			return nil, err
+		}
+		return StateMap{}, nil
+	}
+	split := SplitStateMaps(states)
+	resolved, err := ResolveSplit(v, split, src, cache)
+	if err != nil {
+		return nil, err
+	}
+	delta := make(StateMap)
+	for _, part := range split.Conflicted {
+		for k := range part {
+			id, ok := resolved[k]
+			old, had := states[0][k]
+			switch {
+			case ok && id != old:
+				delta[k] = id
+			case !ok && had:
+				delta[k] = ""
+			}
+		}
+	}
+	for k, id := range resolved {
+		if states[0][k] != id {
+			delta[k] = id // includes keys no state holds, written by the auth checks
+		}
+	}
+	return delta, nil
+}
+
+// stateResAlgorithm returns v's algorithm, or an error for a version
+// without a known one.
+func stateResAlgorithm(v Version) (StateResAlgorithm, error) {
 	switch v.StateRes {
 	case StateResV2, StateResV21:
+		return v.StateRes, nil
 	default:
-		return nil, fmt.Errorf("state resolution: room version %s has no known algorithm (%d)", v.ID, v.StateRes)
+		return 0, fmt.Errorf("state resolution: room version %s has no known algorithm (%d)", v.ID, v.StateRes)
 	}
+}
+
+// StateLookup reads a state map by key. Resolution reads the unconflicted
+// state map through it by key only; Range is called only for sources
+// without AuthChildrenSource. StateMap implements it; an engine that keeps
+// state as shared snapshots can pass its own.
+type StateLookup interface {
+	// Get returns the event ID held for k.
+	Get(k StateTuple) (eventID string, ok bool)
+	// Len returns the number of keys held.
+	Len() int
+	// Range calls fn for each entry until fn returns false.
+	Range(fn func(k StateTuple, eventID string) bool)
+}
+
+// Get implements StateLookup.
+func (m StateMap) Get(k StateTuple) (string, bool) {
+	id, ok := m[k]
+	return id, ok
+}
+
+// Len implements StateLookup.
+func (m StateMap) Len() int { return len(m) }
+
+// Range implements StateLookup.
+func (m StateMap) Range(fn func(k StateTuple, eventID string) bool) {
+	for k, id := range m {
+		if !fn(k, id) {
+			return
+		}
+	}
+}
+
+// SplitStates is a set of states to resolve, already divided as the spec's
+// "Unconflicted state map and conflicted state set" definition divides
+// them: a key every state holds with the same event is unconflicted, any
+// other key is conflicted. An engine whose states share structure
+// (snapshots that differ by deltas) can build it at the cost of the
+// differences, which makes the whole resolution independent of the size of
+// the room.
+type SplitStates struct {
+	// Unconflicted is the unconflicted state map.
+	Unconflicted StateLookup
+	// Conflicted holds, for each input state, its entries for the
+	// conflicted keys (a key the state lacks is absent). Every key of
+	// every map here must be conflicted.
+	Conflicted []StateMap
+}
+
+// SplitStateMaps divides full state maps into SplitStates, reading every
+// key of every state once.
+func SplitStateMaps(states []StateMap) SplitStates {
 	if len(states) == 0 {
-		return StateMap{}, nil
+		return SplitStates{Unconflicted: StateMap{}}
+	}
+	conflicted := make(map[StateTuple]struct{})
+	first := states[0]
+	for k, id := range first {
+		for _, s := range states[1:] {
+			if other, ok := s[k]; !ok || other != id {
+				conflicted[k] = struct{}{}
+				break
+			}
+		}
+	}
+	for _, s := range states[1:] {
+		for k := range s {
+			if _, ok := first[k]; !ok {
+				conflicted[k] = struct{}{}
+			}
+		}
+	}
+	split := SplitStates{
+		Unconflicted: &unconflictedView{base: first, conflicted: conflicted},
+		Conflicted:   make([]StateMap, len(states)),
+	}
+	for i, s := range states {
+		part := make(StateMap)
+		for k := range conflicted {
+			if id, ok := s[k]; ok {
+				part[k] = id
+			}
+		}
+		split.Conflicted[i] = part
+	}
+	return split
+}
+
+// unconflictedView is the unconflicted state map as a view of the first
+// state without its conflicted keys.
+type unconflictedView struct {
+	base       StateMap
+	conflicted map[StateTuple]struct{}
+}
+
+func (u *unconflictedView) Get(k StateTuple) (string, bool) {
+	if _, c := u.conflicted[k]; c {
+		return "", false
+	}
+	id, ok := u.base[k]
+	return id, ok
+}
+
+func (u *unconflictedView) Len() int {
+	n := len(u.base)
+	for k := range u.conflicted {
+		if _, ok := u.base[k]; ok {
+			n--
+		}
+	}
+	return n
+}
+
+func (u *unconflictedView) Range(fn func(k StateTuple, eventID string) bool) {
+	for k, id := range u.base {
+		if _, c := u.conflicted[k]; c {
+			continue
+		}
+		if !fn(k, id) {
+			return
+		}
+	}
+}
+
+// ResolveSplit resolves states given as SplitStates and returns the
+// resolved entries that are not in the unconflicted state map: the
+// resolved state is the unconflicted state map plus the returned map (src
+// and cache as for ResolveState). A conflicted key missing from the result
+// has no event in the resolved state. The work grows with the conflicted
+// part only, when src implements AuthChildrenSource.
+func ResolveSplit(v Version, states SplitStates, src EventSource, cache *AuthChainCache) (StateMap, error) {
+	if _, err := stateResAlgorithm(v); err != nil {
+		return nil, err
+	}
+	if len(states.Conflicted) == 0 || states.Unconflicted == nil {
+		return nil, errors.New("state resolution: no states, or no unconflicted state map")
 	}
 	if cache == nil {
 		cache = NewAuthChainCache()
@@ -65,17 +237,21 @@ func ResolveStateDelta(v Version, states []StateMap, src EventSource, cache *Aut
 		v:       v,
 		src:     src,
 		cache:   cache,
-		states:  states,
+		unconf:  states.Unconflicted,
+		sets:    states.Conflicted,
 		events:  make(map[string]*Event),
 		overlay: make(StateMap),
 	}
 	r.chainSrc, _ = src.(AuthChainSource)
 	r.kids, _ = src.(AuthChildrenSource)
 	r.rejected, _ = src.(RejectedSource)
+	if err := r.split(); err != nil {
+		return nil, fmt.Errorf("state resolution: %w", err)
+	}
 	if err := r.run(); err != nil {
 		return nil, fmt.Errorf("state resolution: %w", err)
 	}
-	return r.delta(), nil
+	return r.result(), nil
 }
 
 // resolution holds the working data of one ResolveState call.
@@ -86,12 +262,13 @@ type resolution struct {
 	chainSrc AuthChainSource
 	kids     AuthChildrenSource
 	rejected RejectedSource
-	states   []StateMap
 
-	// conflictedKeys are the keys not held by every state with the same
-	// event; every other key of states[0] is unconflicted.
+	// unconf is the unconflicted state map; sets[i] holds state i's entries
+	// for the conflicted keys, conflictedKeys all of those keys.
+	unconf         StateLookup
+	sets           []StateMap
 	conflictedKeys map[StateTuple]struct{}
-	// conflicted is the conflicted state set, perSet[i] its part in states[i].
+	// conflicted is the conflicted state set, perSet[i] its part in state i.
 	conflicted []string
 	perSet     [][]string
 
@@ -169,62 +346,42 @@ func (r *resolution) run() error {
 	return r.iterativeAuthChecks(sortedRest)
 }
 
-// delta is step 5, "Update the result by replacing any event with the
+// result is step 5, "Update the result by replacing any event with the
 // event with the same key from the unconflicted state map, if such an event
-// exists, to get the final resolved state", expressed as changes to
-// states[0]. Only conflicted keys and keys iterative auth checks wrote can
-// differ from it: every other key of states[0] is unconflicted.
-func (r *resolution) delta() StateMap {
-	out := make(StateMap)
-	resolve := func(k StateTuple) {
-		if _, ok := r.unconflicted(k); ok {
-			return // unconflicted: states[0] already holds it
-		}
-		id, ok := r.overlay[k]
-		old, had := r.states[0][k]
-		switch {
-		case ok && id != old:
+// exists, to get the final resolved state": what the iterative auth checks
+// wrote, without the keys the unconflicted state map holds.
+func (r *resolution) result() StateMap {
+	out := make(StateMap, len(r.overlay))
+	for k, id := range r.overlay {
+		if _, unconflicted := r.unconflicted(k); !unconflicted {
 			out[k] = id
-		case !ok && had:
-			out[k] = ""
 		}
-	}
-	for k := range r.conflictedKeys {
-		resolve(k)
-	}
-	for k := range r.overlay {
-		resolve(k)
 	}
 	return out
 }
 
-// split divides the states into the unconflicted state map and the
-// conflicted state set (spec "Unconflicted state map and conflicted state
-// set": a key present in every state with the same event is unconflicted;
-// every other event is conflicted).
-func (r *resolution) split() {
+// split checks the conflicted part of the states and lists the conflicted
+// state set (spec "Unconflicted state map and conflicted state set").
+func (r *resolution) split() error {
 	r.conflictedKeys = make(map[StateTuple]struct{})
-	first := r.states[0]
-	for k, id := range first {
-		for _, s := range r.states[1:] {
-			if other, ok := s[k]; !ok || other != id {
-				r.conflictedKeys[k] = struct{}{}
-				break
-			}
-		}
-	}
-	for _, s := range r.states[1:] {
+	for _, s := range r.sets {
 		for k := range s {
-			if _, ok := first[k]; !ok {
-				r.conflictedKeys[k] = struct{}{}
-			}
+			r.conflictedKeys[k] = struct{}{}
 		}
 	}
 	seen := make(map[string]bool)
-	r.perSet = make([][]string, len(r.states))
+	r.perSet = make([][]string, len(r.sets))
 	for k := range r.conflictedKeys {
-		for i, s := range r.states {
+		if id, ok := r.unconf.Get(k); ok {
+			return fmt.Errorf("(%q, %q) is given as both unconflicted (%s) and conflicted", k.Type, k.StateKey, id)
+		}
+		agreed := true
+		first, firstOK := r.sets[0][k]
+		for i, s := range r.sets {
 			id, ok := s[k]
+			if ok != firstOK || id != first {
+				agreed = false
+			}
 			if !ok {
 				continue
 			}
@@ -234,7 +391,11 @@ func (r *resolution) split() {
 				r.conflicted = append(r.conflicted, id)
 			}
 		}
+		if agreed {
+			return fmt.Errorf("(%q, %q) is given as conflicted but every state holds %s", k.Type, k.StateKey, first)
+		}
 	}
+	return nil
 }
 
 // unconflicted returns the unconflicted state map's event for k.
@@ -242,8 +403,7 @@ func (r *resolution) unconflicted(k StateTuple) (string, bool) {
 	if _, c := r.conflictedKeys[k]; c {
 		return "", false
 	}
-	id, ok := r.states[0][k]
-	return id, ok
+	return r.unconf.Get(k)
 }
 
 // isUnconflicted reports whether ev is in the unconflicted state map.
@@ -274,8 +434,14 @@ func (r *resolution) chain(id string) ([]string, error) {
 	if r.chainSrc != nil {
 		return r.chainSrc.AuthChain(id)
 	}
-	return r.cache.AuthChain(r.src, id)
+	return r.cache.AuthChain(resolutionEvents{r}, id)
 }
+
+// resolutionEvents serves events through the resolution's own memo, so a
+// chain walk does not ask the source again for events already read.
+type resolutionEvents struct{ r *resolution }
+
+func (e resolutionEvents) Event(id string) (*Event, error) { return e.r.event(id) }
 
 // isPowerEvent is the spec's "Power events" definition: "a state event with
 // type m.room.power_levels or m.room.join_rules, or a state event with type

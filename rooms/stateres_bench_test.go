@@ -59,14 +59,17 @@ func srForkedRoom(tb testing.TB, v Version, members, forkEvents int, seed int64)
 // 100 events (50 on each side). "warm" keeps the auth chain cache across
 // resolutions, as the engine does; "cold" starts each with an empty one;
 // "delta" is warm ResolveStateDelta, which leaves out the copy of the
-// unconflicted state into the result.
+// unconflicted state into the result; "split" is warm ResolveSplit on states
+// split beforehand, as an engine with shared state snapshots would pass
+// them: the resolution proper, independent of the room's size.
 func BenchmarkResolveState(b *testing.B) {
 	for _, members := range []int{10_000, 100_000} {
 		for _, vid := range []string{"10", "12"} {
 			b.Run(fmt.Sprintf("members=%d/v%s", members, vid), func(b *testing.B) {
 				v := mustVersion(b, vid)
 				r, states := srForkedRoom(b, v, members, 50, 1)
-				for _, mode := range []string{"warm", "cold", "delta"} {
+				split := SplitStateMaps(states)
+				for _, mode := range []string{"warm", "cold", "delta", "split"} {
 					b.Run(mode, func(b *testing.B) {
 						cache := NewAuthChainCache()
 						b.ReportAllocs()
@@ -79,6 +82,12 @@ func BenchmarkResolveState(b *testing.B) {
 								delta, err := ResolveStateDelta(v, states, r.set, cache)
 								if err != nil || len(delta) == 0 {
 									b.Fatalf("delta of %d entries, error %v", len(delta), err)
+								}
+								continue
+							case "split":
+								resolved, err := ResolveSplit(v, split, r.set, cache)
+								if err != nil || len(resolved) == 0 {
+									b.Fatalf("%d resolved entries, error %v", len(resolved), err)
 								}
 								continue
 							}

@@ -12,7 +12,7 @@ func (r *resolution) fullConflictedSet() (*idSet, error) {
 	sort.Strings(r.conflicted)
 	full := &idSet{}
 	for k := range r.conflictedKeys {
-		for i, s := range r.states {
+		for i, s := range r.sets {
 			id, ok := s[k]
 			if !ok {
 				continue
@@ -62,7 +62,7 @@ func (r *resolution) fullConflictedSet() (*idSet, error) {
 	sort.Strings(anc)
 	var maybe []string
 	for _, a := range anc {
-		if counts[a].sets < len(r.states) {
+		if counts[a].sets < len(r.sets) {
 			maybe = append(maybe, a)
 		}
 	}
@@ -236,15 +236,11 @@ func (r *resolution) searchUnconflictedDescendant(x string) (bool, error) {
 // hasUnconflictedOtherThan reports whether the unconflicted state map holds
 // a key other than k.
 func (r *resolution) hasUnconflictedOtherThan(k StateTuple) bool {
-	for key := range r.states[0] {
-		if key == k {
-			continue
-		}
-		if _, c := r.conflictedKeys[key]; !c {
-			return true
-		}
+	n := r.unconf.Len()
+	if _, ok := r.unconf.Get(k); ok {
+		n--
 	}
-	return false
+	return n > 0
 }
 
 // unconflictedChainByWalk walks the auth chain of every unconflicted event
@@ -253,13 +249,12 @@ func (r *resolution) hasUnconflictedOtherThan(k StateTuple) bool {
 func (r *resolution) unconflictedChainByWalk(ids []string) (map[string]bool, error) {
 	seen := make(map[string]bool)
 	var stack []string
-	for k, id := range r.states[0] {
-		if _, c := r.conflictedKeys[k]; c {
-			continue
-		}
+	var walkErr error
+	r.unconf.Range(func(_ StateTuple, id string) bool {
 		ev, err := fetchEvent(r.src, id)
 		if err != nil {
-			return nil, err
+			walkErr = err
+			return false
 		}
 		stack = append(stack, authParents(ev)...)
 		for len(stack) > 0 {
@@ -271,10 +266,15 @@ func (r *resolution) unconflictedChainByWalk(ids []string) (map[string]bool, err
 			seen[a] = true
 			aev, err := fetchEvent(r.src, a)
 			if err != nil {
-				return nil, err
+				walkErr = err
+				return false
 			}
 			stack = append(stack, authParents(aev)...)
 		}
+		return true
+	})
+	if walkErr != nil {
+		return nil, walkErr
 	}
 	out := make(map[string]bool, len(ids))
 	for _, id := range ids {

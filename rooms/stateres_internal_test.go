@@ -102,3 +102,82 @@ func (r *srRoom) topic(b *srBranch, sender, text string) *Event {
 	r.tb.Helper()
 	return r.mustSend(b, "m.room.topic", StringPtr(""), sender, map[string]any{"topic": text})
 }
+
+// countingSource counts the events resolution asks for.
+type countingSource struct {
+	*EventSet
+	asked map[string]int
+}
+
+func (c *countingSource) Event(id string) (*Event, error) {
+	c.asked[id]++
+	return c.EventSet.Event(id)
+}
+
+// noRange is an unconflicted state map that fails the test if resolution
+// iterates it.
+type noRange struct {
+	StateLookup
+	t *testing.T
+}
+
+func (n noRange) Range(func(StateTuple, string) bool) {
+	n.t.Error("resolution iterated the unconflicted state map")
+}
+
+// With a reverse auth index, resolution reads a number of events bounded
+// by the conflicted part, whatever the size of the room, and never
+// iterates the unconflicted state map.
+func TestResolveSplit_WorkBoundedByConflictedPart(t *testing.T) {
+	for _, vid := range []string{"10", "12"} {
+		v := mustVersion(t, vid)
+		for _, members := range []int{300, 3000} {
+			r, states := srForkedRoom(t, v, members, 10, 7)
+			split := SplitStateMaps(states)
+			split.Unconflicted = noRange{split.Unconflicted, t}
+			src := &countingSource{EventSet: r.set, asked: map[string]int{}}
+			resolved, err := ResolveSplit(v, split, src, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			full, err := ResolveState(v, states, r.set, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, id := range resolved {
+				if full[k] != id {
+					t.Errorf("v%s: split result (%s, %s) = %s, full result %s", vid, k.Type, k.StateKey, id, full[k])
+				}
+			}
+			t.Logf("v%s, %d members: %d events read", vid, members, len(src.asked))
+			if len(src.asked) > 200 {
+				t.Errorf("v%s, %d members: resolution read %d distinct events for 20 forked events", vid, members, len(src.asked))
+			}
+			for id, n := range src.asked {
+				if n > 1 {
+					t.Errorf("v%s: event %s read %d times", vid, id, n)
+				}
+			}
+		}
+	}
+}
+
+func TestResolveSplit_BadSplit(t *testing.T) {
+	v := mustVersion(t, "10")
+	r, base := newSRRoom(t, v, true, "@alice:a.example", nil)
+	a, b := base.fork(), base.fork()
+	r.join(a, "@bob:b.example")
+	r.join(b, "@carol:c.example")
+	split := SplitStateMaps([]StateMap{a.state, b.state})
+	plKey := StateTuple{"m.room.power_levels", ""}
+	pl := base.state[plKey]
+	for name, bad := range map[string]SplitStates{
+		"BothSides":     {Unconflicted: split.Unconflicted, Conflicted: []StateMap{{plKey: pl}, {}}},
+		"NotConflicted": {Unconflicted: StateMap{}, Conflicted: []StateMap{{plKey: pl}, {plKey: pl}}},
+		"NoStates":      {Unconflicted: StateMap{}},
+	} {
+		if _, err := ResolveSplit(v, bad, r.set, nil); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
