@@ -13,6 +13,22 @@ import (
 // (2^53 - 1); room versions 6 and later reject anything outside it.
 const MaxSafeInteger = 1<<53 - 1
 
+// commonStrings holds the keys and values found in nearly every event, so
+// parsing shares one copy of each instead of allocating it again.
+var commonStrings = func() map[string]string {
+	m := map[string]string{}
+	for _, s := range []string{
+		"auth_events", "content", "depth", "hashes", "origin", "origin_server_ts",
+		"prev_events", "room_id", "sender", "signatures", "state_key", "type",
+		"unsigned", "sha256", "age", "age_ts", "redacts", "membership", "body",
+		"msgtype", "m.text", "m.room.message", "m.room.member", "join", "leave",
+		"invite", "m.mentions", "ed25519:auto", "",
+	} {
+		m[s] = s
+	}
+	return m
+}()
+
 // maxJSONDepth bounds nesting so hostile input cannot exhaust the stack.
 const maxJSONDepth = 128
 
@@ -235,10 +251,14 @@ func (p *jsonParser) parseString() (string, error) {
 		c := p.data[p.pos]
 		if c == '"' {
 			s := p.data[start:p.pos]
+			p.pos++
+			if common, ok := commonStrings[string(s)]; ok {
+				return common, nil
+			}
 			if !utf8.Valid(s) {
+				p.pos--
 				return "", p.fail("invalid UTF-8 in string")
 			}
-			p.pos++
 			return string(s), nil
 		}
 		if c == '\\' {
@@ -439,7 +459,13 @@ func AppendCanonical(dst []byte, v any) ([]byte, error) {
 	case int32:
 		return appendCanonicalInt(dst, int64(x))
 	case map[string]any:
-		keys := sortedKeys(x)
+		var small [16]string
+		keys := small[:0]
+		for k := range x {
+			keys = append(keys, k)
+		}
+		// Byte-wise order of UTF-8 is code-point order, as the spec asks.
+		slices.Sort(keys)
 		dst = append(dst, '{')
 		for i, k := range keys {
 			if i > 0 {
