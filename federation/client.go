@@ -38,6 +38,9 @@ const (
 	maxQueryResponseBytes = 1 << 20
 	maxIdleConnsPerDest   = 4
 	idleConnTimeout       = 90 * time.Second
+	// maxTransports bounds the per-destination connection pools kept; the
+	// least recently used one is dropped beyond it.
+	maxTransports = 1024
 )
 
 // ErrServerDenied is matched when a server name is refused by the
@@ -94,8 +97,14 @@ type Client struct {
 	discovery *discovery
 
 	mu         sync.Mutex
-	transports map[string]*http.Transport
+	transports map[string]*destTransport
 	closed     bool
+}
+
+// destTransport is the connection pool of one destination.
+type destTransport struct {
+	*http.Transport
+	lastUsed time.Time
 }
 
 var _ keys.Fetcher = (*Client)(nil)
@@ -167,7 +176,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		signer:     cfg.Keys.Signer(cfg.ServerName),
 		tlsConfig:  tlsConfig,
 		dialer:     newGuardedDialer(cfg.Resolver, addressGuard{allowPrivate: cfg.AllowPrivateAddresses}, cfg.ConnectTimeout),
-		transports: map[string]*http.Transport{},
+		transports: map[string]*destTransport{},
 	}
 	wellKnownTransport := &http.Transport{
 		Proxy: nil,
@@ -194,7 +203,7 @@ func (c *Client) Close() {
 	for _, t := range c.transports {
 		t.CloseIdleConnections()
 	}
-	c.transports = map[string]*http.Transport{}
+	c.transports = map[string]*destTransport{}
 	if t, ok := c.discovery.client.Transport.(*http.Transport); ok {
 		t.CloseIdleConnections()
 	}
@@ -356,8 +365,21 @@ func (c *Client) transport(destination string) (*http.Transport, error) {
 	if c.closed {
 		return nil, errors.New("federation client is closed")
 	}
+	now := time.Now()
 	if t := c.transports[destination]; t != nil {
-		return t, nil
+		t.lastUsed = now
+		return t.Transport, nil
+	}
+	if len(c.transports) >= maxTransports {
+		oldest := ""
+		for name, t := range c.transports {
+			if oldest == "" || t.lastUsed.Before(c.transports[oldest].lastUsed) {
+				oldest = name
+			}
+		}
+		// Requests still running on it finish; its idle connections go.
+		c.transports[oldest].CloseIdleConnections()
+		delete(c.transports, oldest)
 	}
 	t := &http.Transport{
 		Proxy: nil,
@@ -369,7 +391,7 @@ func (c *Client) transport(destination string) (*http.Transport, error) {
 		MaxIdleConnsPerHost:    maxIdleConnsPerDest,
 		IdleConnTimeout:        idleConnTimeout,
 	}
-	c.transports[destination] = t
+	c.transports[destination] = &destTransport{Transport: t, lastUsed: now}
 	return t, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -175,5 +176,24 @@ func TestClient_TrustConfiguration(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), `"level":"warn"`) || !strings.Contains(logs.String(), "NOT verified") {
 		t.Fatalf("no warning logged for verify_tls = false: %s", logs.String())
+	}
+}
+
+func TestClient_TransportsBounded(t *testing.T) {
+	c, err := NewClient(ClientConfig{ServerName: "me.test", Keys: testKeys(t, 1), RootCAs: x509.NewCertPool()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := range maxTransports + 10 {
+		if _, err := c.transport("d" + strconv.Itoa(i) + ".test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.mu.Lock()
+	n := len(c.transports)
+	c.mu.Unlock()
+	if n != maxTransports {
+		t.Fatalf("%d connection pools kept, want %d", n, maxTransports)
 	}
 }
