@@ -254,7 +254,7 @@ func ResolveSplit(v Version, states SplitStates, src EventSource, cache *AuthCha
 	return r.result(), nil
 }
 
-// resolution holds the working data of one ResolveState call.
+// resolution holds the working data of one ResolveSplit call.
 type resolution struct {
 	v        Version
 	src      EventSource
@@ -284,8 +284,8 @@ type resolution struct {
 	baseUnconflicted bool
 }
 
+// run is the spec's algorithm, steps 1 to 4, on a split resolution.
 func (r *resolution) run() error {
-	r.split()
 	full, err := r.fullConflictedSet()
 	if err != nil {
 		return err
@@ -294,6 +294,10 @@ func (r *resolution) run() error {
 	// conflicted set. For each such power event P, enlarge X by adding the
 	// events in the auth chain of P which also belong to the full conflicted
 	// set. Sort X into a list using the reverse topological power ordering."
+	// That is the version 12 wording; room version 2's text reads "the
+	// union of their auth chains", but it means the same restriction: the
+	// unrestricted reading replays the whole power history and fails the
+	// MSC4297 v2.0 vectors.
 	inX := make(map[string]bool)
 	var x []string
 	addX := func(id string) {
