@@ -239,8 +239,6 @@ func CheckEventFormat(v Version, obj map[string]any, canonicalSize int) []string
 	switch {
 	case !ok:
 		bad("type: missing or not a string")
-	case typ == "":
-		bad("type: empty")
 	case len(typ) > MaxTypeBytes:
 		bad("type: %d bytes, more than %d", len(typ), MaxTypeBytes)
 	}
