@@ -338,3 +338,26 @@ func TestResolveState_Trivial(t *testing.T) {
 		}
 	})
 }
+
+// The reverse topological power ordering ranks a version 12 creator above
+// any level: Alice (creator) and Bob (level 100) change the join rules at
+// once, Bob earlier. In version 10 both have 100, Bob's earlier change is
+// applied first and Alice's wins; in version 12 Alice's infinite power
+// sorts her change first and Bob's, applied after it, wins.
+func TestResolveState_CreatorsSortFirst(t *testing.T) {
+	srForEachVersion(t, func(t *testing.T, v rooms.Version) {
+		r := roomstest.NewRoom(t, v, roomstest.Options{PowerLevels: srPowerLevels(v, map[string]int64{srBob: 100})})
+		srJoin(t, r, srBob)
+		a, b := srFork(r)
+		bobs := srSend(t, b, roomstest.JoinRules(srBob, "knock", nil))
+		alices := srSend(t, a, roomstest.JoinRules(srAlice, "invite", nil))
+		if bobs.OriginServerTS() >= alices.OriginServerTS() {
+			t.Fatal("scenario needs Bob's change to be the earlier one")
+		}
+		want := alices.EventID()
+		if v.Creators == rooms.CreatorSenderPrivileged {
+			want = bobs.EventID()
+		}
+		srExpect(t, srResolve(t, r, srStateIDs(a), srStateIDs(b)), map[rooms.StateTuple]string{srJrKey: want})
+	})
+}
