@@ -25,9 +25,15 @@ type EventTemplate struct {
 // StringPtr returns a pointer to s, for EventTemplate.StateKey.
 func StringPtr(s string) *string { return &s }
 
-// BuildEvent builds, hashes and signs an event of room version v from t.
+// BuildEvent builds, hashes and signs an event of room version v from t,
+// as the spec's "Adding hashes and signatures to outgoing events" says:
+// content hash over the full event, signature over the redacted event.
 // The content is normalised through canonical JSON, so any value
-// EncodeCanonical accepts may be used.
+// EncodeCanonical accepts may be used. The caller picks prev_events (the
+// forward extremities, at most 20), auth_events (AuthSelectionFor, at most
+// 10) and the depth (NextDepth). The result passes ParseEvent's checks or
+// BuildEvent fails with the *FormatError that says why. No legacy origin
+// key is written.
 func BuildEvent(v Version, t EventTemplate, key SigningKey) (*Event, error) {
 	content := t.Content
 	if content == nil {
@@ -93,4 +99,21 @@ func normaliseJSON(v any) (any, error) {
 		return nil, err
 	}
 	return ParseJSON(b)
+}
+
+// NextDepth returns the depth of an event following events of the given
+// depths: one more than the largest, or 1 with none, and never more than
+// MaxSafeInteger ("if the room's depth is already at the limit, the depth
+// must be set to the limit").
+func NextDepth(prevDepths ...int64) int64 {
+	var max int64
+	for _, d := range prevDepths {
+		if d > max {
+			max = d
+		}
+	}
+	if max >= MaxSafeInteger {
+		return MaxSafeInteger
+	}
+	return max + 1
 }

@@ -512,3 +512,22 @@ func TestParseEventTrusted(t *testing.T) {
 		t.Fatalf("array: %v", err)
 	}
 }
+
+func TestNextDepth(t *testing.T) {
+	cases := []struct {
+		in   []int64
+		want int64
+	}{
+		{nil, 1},
+		{[]int64{0}, 1},
+		{[]int64{3, 7, 5}, 8},
+		{[]int64{MaxSafeInteger - 1}, MaxSafeInteger},
+		{[]int64{MaxSafeInteger}, MaxSafeInteger},
+		{[]int64{-4}, 1},
+	}
+	for _, c := range cases {
+		if got := NextDepth(c.in...); got != c.want {
+			t.Errorf("NextDepth(%v) = %d, want %d", c.in, got, c.want)
+		}
+	}
+}
