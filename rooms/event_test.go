@@ -531,3 +531,36 @@ func TestNextDepth(t *testing.T) {
 		}
 	}
 }
+
+// TestEvent_ConcurrentUse runs the read-only methods from several
+// goroutines; `go test -race` turns any hidden mutation into a failure.
+func TestEvent_ConcurrentUse(t *testing.T) {
+	v12 := mustVersion(t, "12")
+	key := testKey("example.org")
+	ev := mustBuild(t, v12, testTemplate(v12, "@alice:example.org"), key)
+	trusted, err := ParseEventTrusted(v12, ev.JSON(), ev.EventID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 8)
+	for i := 0; i < 8; i++ {
+		go func() {
+			for _, e := range []*Event{ev, trusted} {
+				if _, err := CheckEvent(e, keysFor(key)); err != nil {
+					done <- err
+					return
+				}
+				if red := e.Redacted(); red.EventID() != ev.EventID() {
+					done <- errors.New("redacted copy changed ID")
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for i := 0; i < 8; i++ {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
