@@ -18,28 +18,33 @@ type wtx struct {
 	tx      *sql.Tx
 	roomNID int64
 
-	eventNIDs map[string]int64
-	newKeys   map[StateKey]int64
+	eventNIDs    map[string]int64
+	newKeys      map[StateKey]int64
+	outlierStmts map[int]*sql.Stmt
 
 	insertEvent, lookupEvent, insertPlaceholder *sql.Stmt
-	insertPrev, insertAuth, insertEntry         *sql.Stmt
 	lookupKey, insertKey                        *sql.Stmt
+
+	prevEdges, authEdges, entries, current *rowBuffer
 }
 
 func (db *DB) newWtx(ctx context.Context, tx *sql.Tx) (*wtx, error) {
-	w := &wtx{ctx: ctx, db: db, tx: tx, eventNIDs: make(map[string]int64), newKeys: make(map[StateKey]int64)}
+	w := &wtx{ctx: ctx, db: db, tx: tx, eventNIDs: make(map[string]int64), newKeys: make(map[StateKey]int64),
+		outlierStmts: make(map[int]*sql.Stmt),
+		prevEdges:    newRowBuffer(db.d.prevEdgeRows),
+		authEdges:    newRowBuffer(db.d.authEdgeRows),
+		entries:      newRowBuffer(db.d.stateEntryRows),
+		current:      newRowBuffer(db.d.currentStateRows),
+	}
 	for _, p := range []struct {
 		dst **sql.Stmt
 		q   string
 	}{
-		{&w.insertEvent, db.d.insertEvent},
+		{&w.insertEvent, db.d.multiInsert(db.d.eventRows, 1)},
 		{&w.lookupEvent, db.d.lookupEventNID},
 		{&w.insertPlaceholder, db.d.insertPlaceholder},
-		{&w.insertPrev, db.d.insertPrevEdge},
-		{&w.insertAuth, db.d.insertAuthEdge},
-		{&w.insertEntry, db.d.insertStateEntry},
 		{&w.lookupKey, db.d.lookupStateKey},
-		{&w.insertKey, db.d.insertStateKey},
+		{&w.insertKey, db.d.multiInsert(db.d.stateKeyRows, 1)},
 	} {
 		st, err := tx.PrepareContext(ctx, p.q)
 		if err != nil {
@@ -52,10 +57,16 @@ func (db *DB) newWtx(ctx context.Context, tx *sql.Tx) (*wtx, error) {
 }
 
 func (w *wtx) close() {
-	for _, st := range []*sql.Stmt{w.insertEvent, w.lookupEvent, w.insertPlaceholder, w.insertPrev, w.insertAuth, w.insertEntry, w.lookupKey, w.insertKey} {
+	for _, st := range []*sql.Stmt{w.insertEvent, w.lookupEvent, w.insertPlaceholder, w.lookupKey, w.insertKey} {
 		if st != nil {
 			st.Close()
 		}
+	}
+	for _, b := range w.buffers() {
+		b.close()
+	}
+	for _, st := range w.outlierStmts {
+		st.Close()
 	}
 }
 
@@ -85,7 +96,8 @@ func (w *wtx) stateKeyNID(k StateKey) (int64, error) {
 	}
 	err := w.lookupKey.QueryRowContext(w.ctx, k.Type, k.StateKey).Scan(&nid)
 	if errors.Is(err, sql.ErrNoRows) {
-		err = w.insertKey.QueryRowContext(w.ctx, k.Type, k.StateKey).Scan(&nid)
+		var typ, key string
+		err = w.insertKey.QueryRowContext(w.ctx, k.Type, k.StateKey).Scan(&nid, &typ, &key)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("state key %q/%q: %w", k.Type, k.StateKey, err)
@@ -157,14 +169,42 @@ func (w *wtx) persist(b Batch, res *PersistResult) error {
 			return err
 		}
 	}
+	if err := w.prefetchStateKeys(b); err != nil {
+		return err
+	}
+	seen := make(map[string]bool, len(b.Events))
+	var outliers []*rooms.Event
 	for i := range b.Events {
-		stored, err := w.persistOne(&b.Events[i])
+		ne := &b.Events[i]
+		id := ne.Event.EventID()
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		if ne.Outcome == Outlier {
+			outliers = append(outliers, ne.Event)
+			if len(outliers) == outlierChunk {
+				if err := w.persistOutliers(outliers, res); err != nil {
+					return err
+				}
+				outliers = outliers[:0]
+			}
+			continue
+		}
+		if err := w.persistOutliers(outliers, res); err != nil {
+			return err
+		}
+		outliers = outliers[:0]
+		stored, err := w.persistOne(ne)
 		if err != nil {
-			return fmt.Errorf("event %s: %w", b.Events[i].Event.EventID(), err)
+			return fmt.Errorf("event %s: %w", id, err)
 		}
 		if stored {
-			res.Stored = append(res.Stored, b.Events[i].Event.EventID())
+			res.Stored = append(res.Stored, id)
 		}
+	}
+	if err := w.persistOutliers(outliers, res); err != nil {
+		return err
 	}
 	if b.CurrentState != nil {
 		if w.roomNID == 0 {
@@ -182,6 +222,132 @@ func (w *wtx) persist(b Batch, res *PersistResult) error {
 		if res.HostLog, err = w.db.appendHostLog(w.ctx, w.tx, b.HostLog); err != nil {
 			return err
 		}
+	}
+	return w.flushAll()
+}
+
+// outlierChunk is how many outliers one multi-row INSERT writes.
+const outlierChunk = 128
+
+// persistOutliers writes outliers (no state, no extremities, no queues)
+// with one multi-row INSERT, then their edges.
+func (w *wtx) persistOutliers(evs []*rooms.Event, res *PersistResult) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	st, ok := w.outlierStmts[len(evs)]
+	if !ok {
+		var err error
+		if st, err = w.tx.PrepareContext(w.ctx, w.db.d.multiInsert(w.db.d.eventRows, len(evs))); err != nil {
+			return err
+		}
+		w.outlierStmts[len(evs)] = st
+	}
+	args := make([]any, 0, len(evs)*len(w.db.d.eventRows.columns))
+	for _, ev := range evs {
+		var skNID int64
+		if sk, ok := ev.StateKey(); ok {
+			var err error
+			if skNID, err = w.stateKeyNID(StateKey{ev.Type(), sk}); err != nil {
+				return err
+			}
+		}
+		var membership sql.NullString
+		if m := ev.Membership(); m != "" {
+			membership = sql.NullString{String: m, Valid: true}
+		}
+		args = append(args, ev.EventID(), w.roomNID, skNID, membership, ev.Depth(), ev.OriginServerTS(),
+			1, nil, 0, nil, ev.JSON())
+	}
+	rows, err := st.QueryContext(w.ctx, args...)
+	if err != nil {
+		return err
+	}
+	written := make(map[string]int64, len(evs))
+	for rows.Next() {
+		var nid int64
+		var id string
+		if err := rows.Scan(&nid, &id); err != nil {
+			rows.Close()
+			return err
+		}
+		written[id] = nid
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for id, nid := range written {
+		w.eventNIDs[id] = nid
+	}
+	for _, ev := range evs {
+		nid, ok := written[ev.EventID()]
+		if !ok {
+			continue // held already
+		}
+		if _, err := w.addEdges(nid, ev); err != nil {
+			return fmt.Errorf("event %s: %w", ev.EventID(), err)
+		}
+		res.Stored = append(res.Stored, ev.EventID())
+	}
+	return nil
+}
+
+// prefetchStateKeys numbers, with multi-row INSERTs, the state keys of a
+// batch that are not cached, when there are many (a join's state).
+func (w *wtx) prefetchStateKeys(b Batch) error {
+	var missing []StateKey
+	want := make(map[StateKey]bool)
+	w.db.mu.Lock()
+	consider := func(k StateKey) {
+		if _, ok := w.db.stateKeys[k]; !ok && !want[k] {
+			want[k] = true
+			missing = append(missing, k)
+		}
+	}
+	for _, ne := range b.Events {
+		if sk, ok := ne.Event.StateKey(); ok {
+			consider(StateKey{ne.Event.Type(), sk})
+		}
+		if ne.StateBefore != nil {
+			for k := range ne.StateBefore.Changes {
+				consider(k)
+			}
+		}
+	}
+	if b.CurrentState != nil {
+		for k := range b.CurrentState.Changes {
+			consider(k)
+		}
+	}
+	w.db.mu.Unlock()
+	if len(missing) < 16 {
+		return nil
+	}
+	for len(missing) > 0 {
+		n := min(len(missing), rowChunk)
+		args := make([]any, 0, 2*n)
+		for _, k := range missing[:n] {
+			args = append(args, k.Type, k.StateKey)
+		}
+		rows, err := w.tx.QueryContext(w.ctx, w.db.d.multiInsert(w.db.d.stateKeyRows, n), args...)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var nid int64
+			var k StateKey
+			if err := rows.Scan(&nid, &k.Type, &k.StateKey); err != nil {
+				rows.Close()
+				return err
+			}
+			w.newKeys[k] = nid
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		missing = missing[n:]
 	}
 	return nil
 }
@@ -284,8 +450,9 @@ func (w *wtx) persistOne(ne *NewEvent) (bool, error) {
 		softFailed = 1
 	}
 	var nid int64
+	var id string
 	err := w.insertEvent.QueryRowContext(w.ctx, ev.EventID(), w.roomNID, skNID, membership,
-		ev.Depth(), ev.OriginServerTS(), outlier, rejected, softFailed, before, ev.JSON()).Scan(&nid)
+		ev.Depth(), ev.OriginServerTS(), outlier, rejected, softFailed, before, ev.JSON()).Scan(&nid, &id)
 	if errors.Is(err, sql.ErrNoRows) {
 		// Held already (and not an outlier being promoted).
 		_, err := w.eventNID(ev.EventID())
@@ -295,25 +462,9 @@ func (w *wtx) persistOne(ne *NewEvent) (bool, error) {
 		return false, err
 	}
 	w.eventNIDs[ev.EventID()] = nid
-	prevNIDs := make([]int64, 0, len(ev.PrevEvents()))
-	for _, id := range ev.PrevEvents() {
-		p, err := w.eventNID(id)
-		if err != nil {
-			return false, err
-		}
-		prevNIDs = append(prevNIDs, p)
-		if _, err := w.insertPrev.ExecContext(w.ctx, nid, p); err != nil {
-			return false, err
-		}
-	}
-	for _, id := range ev.AuthEvents() {
-		a, err := w.eventNID(id)
-		if err != nil {
-			return false, err
-		}
-		if _, err := w.insertAuth.ExecContext(w.ctx, nid, a); err != nil {
-			return false, err
-		}
+	prevNIDs, err := w.addEdges(nid, ev)
+	if err != nil {
+		return false, err
 	}
 	if ne.Outcome == Accepted {
 		if err := w.updateExtremities(nid, prevNIDs); err != nil {
@@ -328,7 +479,36 @@ func (w *wtx) persistOne(ne *NewEvent) (bool, error) {
 	return true, nil
 }
 
+// addEdges buffers the prev and auth edges of event nid and returns the
+// numbers of its prev events.
+func (w *wtx) addEdges(nid int64, ev *rooms.Event) ([]int64, error) {
+	prevNIDs := make([]int64, 0, len(ev.PrevEvents()))
+	for _, id := range ev.PrevEvents() {
+		p, err := w.eventNID(id)
+		if err != nil {
+			return nil, err
+		}
+		prevNIDs = append(prevNIDs, p)
+		if err := w.add(w.prevEdges, nid, p); err != nil {
+			return nil, err
+		}
+	}
+	for _, id := range ev.AuthEvents() {
+		a, err := w.eventNID(id)
+		if err != nil {
+			return nil, err
+		}
+		if err := w.add(w.authEdges, nid, a); err != nil {
+			return nil, err
+		}
+	}
+	return prevNIDs, nil
+}
+
 func (w *wtx) updateExtremities(nid int64, prevs []int64) error {
+	if err := w.flushAll(); err != nil {
+		return err
+	}
 	for _, p := range prevs {
 		if _, err := w.tx.ExecContext(w.ctx, w.db.d.deleteExtremity, w.roomNID, p); err != nil {
 			return err

@@ -30,20 +30,24 @@ type dialect struct {
 	roomCurrentSnapshot, setRoomCurrentSnapshot               string
 
 	// events and edges
-	insertEvent, lookupEventNID, insertPlaceholder, heldEventNID string
-	insertPrevEdge, insertAuthEdge                               string
-	eventByID, eventsByIDs, eventsByNIDs, heldEventIDs           string
-	heldNIDsInRoom, prevEventsOf, eventIDByNID, eventStateRow    string
-	redactEvent, authChain                                       string
-	addExtremity, deleteExtremity, forwardExtremities            string
+	eventRows                                                 insertShape
+	lookupEventNID, insertPlaceholder, heldEventNID           string
+	prevEdgeRows, authEdgeRows                                insertShape
+	multiInsert                                               func(s insertShape, rows int) string
+	eventByID, eventsByIDs, eventsByNIDs, heldEventIDs        string
+	heldNIDsInRoom, prevEventsOf, eventIDByNID, eventStateRow string
+	redactEvent, authChain                                    string
+	addExtremity, deleteExtremity, forwardExtremities         string
 
 	// state
-	lookupStateKey, insertStateKey, stateKeyByNID      string
-	insertSnapshot, insertStateEntry, setAfterSnapshot string
-	snapshotChain, stateEntries, stateEntriesNamed     string
-	stateEntry                                         string
-	currentState, currentStateEvent, putCurrentState   string
-	deleteCurrentState, joinedServers, members         string
+	lookupStateKey, stateKeyByNID                  string
+	stateKeyRows                                   insertShape
+	insertSnapshot, setAfterSnapshot               string
+	stateEntryRows, currentStateRows               insertShape
+	snapshotChain, stateEntries, stateEntriesNamed string
+	stateEntry                                     string
+	currentState, currentStateEvent                string
+	deleteCurrentState, joinedServers, members     string
 
 	// users, aliases, keys
 	putUser, userByID, allUsers                          string
@@ -84,7 +88,7 @@ var sqliteDialect = &dialect{
 		if readOnly {
 			b.WriteString("&_pragma=query_only(1)")
 		} else {
-			b.WriteString("&_pragma=journal_mode(WAL)&_pragma=cache_size(-32768)&_txlock=immediate")
+			b.WriteString("&_pragma=journal_mode(WAL)&_pragma=cache_size(-32768)&_pragma=temp_store(MEMORY)&_txlock=immediate")
 		}
 		return b.String()
 	},
@@ -112,20 +116,34 @@ var sqliteDialect = &dialect{
 	roomCurrentSnapshot:    `SELECT current_snapshot_nid FROM rooms WHERE room_nid = ?`,
 	setRoomCurrentSnapshot: `UPDATE rooms SET current_snapshot_nid = ? WHERE room_nid = ?`,
 
-	insertEvent: `INSERT INTO events (event_id, room_nid, state_key_nid, membership, depth, origin_server_ts,
-		outlier, rejected_reason, soft_failed, before_snapshot_nid, json)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-	ON CONFLICT (event_id) DO UPDATE SET room_nid = excluded.room_nid, state_key_nid = excluded.state_key_nid,
+	eventRows: insertShape{"events", []string{"event_id", "room_nid", "state_key_nid", "membership", "depth",
+		"origin_server_ts", "outlier", "rejected_reason", "soft_failed", "before_snapshot_nid", "json"},
+		`ON CONFLICT (event_id) DO UPDATE SET room_nid = excluded.room_nid, state_key_nid = excluded.state_key_nid,
 		membership = excluded.membership, depth = excluded.depth, origin_server_ts = excluded.origin_server_ts,
 		outlier = excluded.outlier, rejected_reason = excluded.rejected_reason, soft_failed = excluded.soft_failed,
 		before_snapshot_nid = excluded.before_snapshot_nid, json = excluded.json
 	WHERE events.json IS NULL OR (events.outlier = 1 AND excluded.outlier = 0)
-	RETURNING event_nid`,
+	RETURNING event_nid, event_id`},
 	lookupEventNID:    `SELECT event_nid FROM events WHERE event_id = ?`,
 	insertPlaceholder: `INSERT INTO events (event_id, room_nid) VALUES (?, ?) RETURNING event_nid`,
 	heldEventNID:      `SELECT event_nid FROM events WHERE event_id = ? AND json IS NOT NULL`,
-	insertPrevEdge:    `INSERT OR IGNORE INTO event_prev (event_nid, prev_nid) VALUES (?, ?)`,
-	insertAuthEdge:    `INSERT OR IGNORE INTO event_auth (event_nid, auth_nid) VALUES (?, ?)`,
+	prevEdgeRows:      insertShape{"event_prev", []string{"event_nid", "prev_nid"}, "ON CONFLICT DO NOTHING"},
+	authEdgeRows:      insertShape{"event_auth", []string{"event_nid", "auth_nid"}, "ON CONFLICT DO NOTHING"},
+	multiInsert: func(s insertShape, rows int) string {
+		var b strings.Builder
+		fmt.Fprintf(&b, "INSERT INTO %s (%s) VALUES ", s.table, strings.Join(s.columns, ", "))
+		row := "(?" + strings.Repeat(", ?", len(s.columns)-1) + ")"
+		for i := range rows {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(row)
+		}
+		if s.onClause != "" {
+			b.WriteString(" " + s.onClause)
+		}
+		return b.String()
+	},
 	eventByID: `SELECT ` + sqliteEventCols + ` FROM events e JOIN rooms r ON r.room_nid = e.room_nid
 		WHERE e.event_id = ? AND e.json IS NOT NULL`,
 	eventsByIDs: `SELECT ` + sqliteEventCols + ` FROM events e JOIN rooms r ON r.room_nid = e.room_nid
@@ -156,11 +174,14 @@ var sqliteDialect = &dialect{
 	forwardExtremities: `SELECT e.event_id FROM forward_extremities f JOIN events e ON e.event_nid = f.event_nid
 		WHERE f.room_nid = ? ORDER BY e.event_id`,
 
-	lookupStateKey:   `SELECT state_key_nid FROM state_keys WHERE type = ? AND state_key = ?`,
-	insertStateKey:   `INSERT INTO state_keys (type, state_key) VALUES (?, ?) RETURNING state_key_nid`,
-	stateKeyByNID:    `SELECT type, state_key FROM state_keys WHERE state_key_nid = ?`,
-	insertSnapshot:   `INSERT INTO state_snapshots (room_nid, parent_nid, span, entries, chain_rows, full_rows) VALUES (?, ?, ?, ?, ?, ?) RETURNING snapshot_nid`,
-	insertStateEntry: `INSERT INTO state_entries (snapshot_nid, state_key_nid, event_nid) VALUES (?, ?, ?)`,
+	lookupStateKey: `SELECT state_key_nid FROM state_keys WHERE type = ? AND state_key = ?`,
+	stateKeyRows: insertShape{"state_keys", []string{"type", "state_key"},
+		"ON CONFLICT (type, state_key) DO NOTHING RETURNING state_key_nid, type, state_key"},
+	stateKeyByNID:  `SELECT type, state_key FROM state_keys WHERE state_key_nid = ?`,
+	insertSnapshot: `INSERT INTO state_snapshots (room_nid, parent_nid, span, entries, chain_rows, full_rows) VALUES (?, ?, ?, ?, ?, ?) RETURNING snapshot_nid`,
+	stateEntryRows: insertShape{"state_entries", []string{"snapshot_nid", "state_key_nid", "event_nid"}, ""},
+	currentStateRows: insertShape{"current_state", []string{"room_nid", "state_key_nid", "event_nid"},
+		"ON CONFLICT (room_nid, state_key_nid) DO UPDATE SET event_nid = excluded.event_nid"},
 	setAfterSnapshot: `UPDATE events SET after_snapshot_nid = ? WHERE event_nid = ?`,
 	snapshotChain: `WITH RECURSIVE c(nid, parent, span, entries, chain_rows, full_rows, lvl) AS (
 		SELECT snapshot_nid, parent_nid, span, entries, chain_rows, full_rows, 0 FROM state_snapshots WHERE snapshot_nid = ?
@@ -181,8 +202,6 @@ var sqliteDialect = &dialect{
 	currentStateEvent: `SELECT e.event_id FROM state_keys sk
 		JOIN current_state cs ON cs.state_key_nid = sk.state_key_nid AND cs.room_nid = ?1
 		JOIN events e ON e.event_nid = cs.event_nid WHERE sk.type = ?2 AND sk.state_key = ?3`,
-	putCurrentState: `INSERT INTO current_state (room_nid, state_key_nid, event_nid) VALUES (?, ?, ?)
-		ON CONFLICT (room_nid, state_key_nid) DO UPDATE SET event_nid = excluded.event_nid`,
 	deleteCurrentState: `DELETE FROM current_state WHERE room_nid = ? AND state_key_nid = ?`,
 	joinedServers: `SELECT DISTINCT substr(sk.state_key, instr(sk.state_key, ':') + 1) FROM current_state cs
 		JOIN state_keys sk ON sk.state_key_nid = cs.state_key_nid

@@ -149,6 +149,9 @@ func (db *DB) eventRow(ctx context.Context, tx *sql.Tx, id string) (eventRow, er
 // resolveState turns a StateRef into a snapshot number, writing a
 // snapshot node when the state is new.
 func (w *wtx) resolveState(ref *StateRef) (int64, error) {
+	if err := w.flushAll(); err != nil {
+		return 0, err
+	}
 	var base int64
 	switch {
 	case ref.AfterEvent != "":
@@ -313,11 +316,11 @@ func (w *wtx) writeEntries(snap int64, entries map[int64]int64) error {
 	}
 	sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] })
 	for _, k := range keys {
-		if _, err := w.insertEntry.ExecContext(w.ctx, snap, k, entries[k]); err != nil {
+		if err := w.add(w.entries, snap, k, entries[k]); err != nil {
 			return err
 		}
 	}
-	return nil
+	return w.flush(w.entries)
 }
 
 // stateDiff returns the entries that take the state of snapshot from to
@@ -451,20 +454,18 @@ func (w *wtx) setCurrentState(snap int64) error {
 		return err
 	}
 	defer del.Close()
-	put, err := w.tx.PrepareContext(w.ctx, w.db.d.putCurrentState)
-	if err != nil {
-		return err
-	}
-	defer put.Close()
 	for _, k := range keys {
 		if v := diff[k]; v == 0 {
 			_, err = del.ExecContext(w.ctx, w.roomNID, k)
 		} else {
-			_, err = put.ExecContext(w.ctx, w.roomNID, k, v)
+			err = w.add(w.current, w.roomNID, k, v)
 		}
 		if err != nil {
 			return err
 		}
+	}
+	if err := w.flush(w.current); err != nil {
+		return err
 	}
 	_, err = w.tx.ExecContext(w.ctx, w.db.d.setRoomCurrentSnapshot, snap, w.roomNID)
 	return err

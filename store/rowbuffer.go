@@ -1,0 +1,81 @@
+package store
+
+import (
+	"database/sql"
+	"fmt"
+)
+
+// rowChunk is how many rows one multi-row INSERT carries.
+const rowChunk = 256
+
+// rowBuffer collects rows for one table and writes them with multi-row
+// INSERTs: a bulk join writes hundreds of thousands of edge and state
+// rows, and one statement per row would cost most of the time.
+type rowBuffer struct {
+	ins   insertShape
+	args  []any
+	stmts map[int]*sql.Stmt // prepared, by row count
+}
+
+// insertShape is a multi-row INSERT: the dialect turns it into SQL text.
+type insertShape struct {
+	table    string
+	columns  []string
+	onClause string // what follows VALUES (conflict handling), may be empty
+}
+
+func newRowBuffer(s insertShape) *rowBuffer {
+	return &rowBuffer{ins: s, stmts: make(map[int]*sql.Stmt)}
+}
+
+// add buffers one row (len(vals) == number of columns) and writes the
+// buffer when it holds rowChunk rows.
+func (w *wtx) add(b *rowBuffer, vals ...any) error {
+	b.args = append(b.args, vals...)
+	if len(b.args) >= rowChunk*len(b.ins.columns) {
+		return w.flush(b)
+	}
+	return nil
+}
+
+func (w *wtx) flush(b *rowBuffer) error {
+	if len(b.args) == 0 {
+		return nil
+	}
+	rows := len(b.args) / len(b.ins.columns)
+	st, ok := b.stmts[rows]
+	if !ok {
+		var err error
+		st, err = w.tx.PrepareContext(w.ctx, w.db.d.multiInsert(b.ins, rows))
+		if err != nil {
+			return fmt.Errorf("insert into %s: %w", b.ins.table, err)
+		}
+		b.stmts[rows] = st
+	}
+	if _, err := st.ExecContext(w.ctx, b.args...); err != nil {
+		return fmt.Errorf("insert into %s: %w", b.ins.table, err)
+	}
+	b.args = b.args[:0]
+	return nil
+}
+
+// flushAll writes every buffered row; readers of those tables inside the
+// transaction call it first.
+func (w *wtx) flushAll() error {
+	for _, b := range w.buffers() {
+		if err := w.flush(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *wtx) buffers() []*rowBuffer {
+	return []*rowBuffer{w.prevEdges, w.authEdges, w.entries, w.current}
+}
+
+func (b *rowBuffer) close() {
+	for _, st := range b.stmts {
+		st.Close()
+	}
+}
