@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // staticKeys is a KeyLookup over a fixed map, ignoring validity.
@@ -110,6 +111,45 @@ func BenchmarkEd25519Verify(b *testing.B) {
 		if !ed25519.Verify(pub, msg, sig) {
 			b.Fatal("verify failed")
 		}
+	}
+}
+
+// BenchmarkVerifyPDURatio alternates one whole PDU check with one bare
+// ed25519 verification and reports their cost ratio (x-ed25519), which a
+// busy machine disturbs far less than two separate benchmarks.
+func BenchmarkVerifyPDURatio(b *testing.B) {
+	for _, id := range SupportedVersionIDs() {
+		v := mustVersion(b, id)
+		raw := benchMessage(b, v)
+		key := testKey("example.org")
+		keys := keysFor(key)
+		msg := []byte(strings.Repeat("x", 400))
+		sig := ed25519.Sign(key.Private, msg)
+		pub := key.PublicKey()
+		b.Run("v"+id, func(b *testing.B) {
+			var pdu, bare time.Duration
+			n := 0
+			for b.Loop() {
+				start := time.Now()
+				ev, err := ParseEvent(v, raw)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := CheckEvent(ev, keys); err != nil {
+					b.Fatal(err)
+				}
+				mid := time.Now()
+				if !ed25519.Verify(pub, msg, sig) {
+					b.Fatal("verify failed")
+				}
+				pdu += mid.Sub(start)
+				bare += time.Since(mid)
+				n++
+			}
+			b.ReportMetric(float64(pdu.Nanoseconds())/float64(n), "pdu-ns/op")
+			b.ReportMetric(float64(bare.Nanoseconds())/float64(n), "ed25519-ns/op")
+			b.ReportMetric(float64(pdu)/float64(bare), "x-ed25519")
+		})
 	}
 }
 
