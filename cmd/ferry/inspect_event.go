@@ -24,13 +24,13 @@ const maxInspectEventInput = 4 << 20
 
 // Signature verdicts reported per server and key.
 const (
-	sigValid   = "valid"
-	sigInvalid = "invalid"
-	sigUnknown = "unknown"
+	sigVerdictValid   = "valid"
+	sigVerdictInvalid = "invalid"
+	sigVerdictUnknown = "unknown"
 )
 
-// eventReport is the JSON `ferry inspect event` prints.
-type eventReport struct {
+// inspectEventReport is the JSON `ferry inspect event` prints.
+type inspectEventReport struct {
 	RoomVersion        string          `json:"room_version,omitempty"`
 	RoomVersionLabel   string          `json:"room_version_label,omitempty"`
 	EventID            string          `json:"event_id,omitempty"`
@@ -168,8 +168,8 @@ var _ rooms.KeyLookup = inspectKeys(nil)
 // inspectEvent builds the report. Only problems with the invocation are
 // returned as errors; everything wrong with the event goes into the
 // report, and as much is computed as the event allows.
-func inspectEvent(data []byte, versionID string, keys map[string]map[string]ed25519.PublicKey) (*eventReport, error) {
-	report := &eventReport{Errors: []string{}}
+func inspectEvent(data []byte, versionID string, keys map[string]map[string]ed25519.PublicKey) (*inspectEventReport, error) {
+	report := &inspectEventReport{Errors: []string{}}
 	tree, err := rooms.ParseJSON(data)
 	if err != nil {
 		report.Errors = append(report.Errors, "json: "+err.Error())
@@ -270,11 +270,11 @@ func signatureVerdicts(redacted map[string]any, keys map[string]map[string]ed255
 			pub, known := keys[server][keyID]
 			switch {
 			case !known || !rooms.IsEd25519KeyID(keyID):
-				out[server][keyID] = sigUnknown
+				out[server][keyID] = sigVerdictUnknown
 			case rooms.VerifyJSONSignature(redacted, server, keyID, pub) == nil:
-				out[server][keyID] = sigValid
+				out[server][keyID] = sigVerdictValid
 			default:
-				out[server][keyID] = sigInvalid
+				out[server][keyID] = sigVerdictInvalid
 			}
 		}
 	}

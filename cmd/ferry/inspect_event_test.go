@@ -65,11 +65,11 @@ func buildInspectMessage(t *testing.T, v rooms.Version, key rooms.SigningKey) *r
 
 // runInspectEventCmd runs `ferry inspect event args...` on input and
 // decodes the report.
-func runInspectEventCmd(t *testing.T, input []byte, args ...string) (eventReport, int, string) {
+func runInspectEventCmd(t *testing.T, input []byte, args ...string) (inspectEventReport, int, string) {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
 	code := runMain(append([]string{"inspect", "event"}, args...), bytes.NewReader(input), &stdout, &stderr)
-	var report eventReport
+	var report inspectEventReport
 	if stdout.Len() > 0 {
 		if err := json.Unmarshal(stdout.Bytes(), &report); err != nil {
 			t.Fatalf("output is not a report: %v\n%s", err, stdout.String())
@@ -94,7 +94,7 @@ func TestInspectEvent_RoundTrip(t *testing.T) {
 			if !report.ContentHashValid || len(report.Errors) != 0 || report.SignatureCheck != "ok" {
 				t.Fatalf("report %+v", report)
 			}
-			if got := report.Signatures[key.ServerName][key.KeyID]; got != sigValid {
+			if got := report.Signatures[key.ServerName][key.KeyID]; got != sigVerdictValid {
 				t.Fatalf("signature %q", got)
 			}
 			if report.SizeBytes != len(ev.JSON()) {
@@ -115,7 +115,7 @@ func TestInspectEvent_RoundTrip(t *testing.T) {
 				t.Fatal("body not found in event JSON")
 			}
 			report, code, _ = runInspectEventCmd(t, flipped, "--room-version", v.ID, "--keys", keysFile)
-			if code != 1 || report.ContentHashValid || report.SignatureCheck != "ok" || report.Signatures[key.ServerName][key.KeyID] != sigValid {
+			if code != 1 || report.ContentHashValid || report.SignatureCheck != "ok" || report.Signatures[key.ServerName][key.KeyID] != sigVerdictValid {
 				t.Fatalf("content flip: exit %d, report %+v", code, report)
 			}
 			if report.EventID != ev.EventID() {
@@ -125,7 +125,7 @@ func TestInspectEvent_RoundTrip(t *testing.T) {
 			// The type is covered by the signature.
 			retyped := bytes.Replace(ev.JSON(), []byte(`"m.room.message"`), []byte(`"m.room.messagf"`), 1)
 			report, code, _ = runInspectEventCmd(t, retyped, "--room-version", v.ID, "--keys", keysFile)
-			if code != 1 || report.Signatures[key.ServerName][key.KeyID] != sigInvalid || report.SignatureCheck == "ok" {
+			if code != 1 || report.Signatures[key.ServerName][key.KeyID] != sigVerdictInvalid || report.SignatureCheck == "ok" {
 				t.Fatalf("type flip: exit %d, report %+v", code, report)
 			}
 			if !strings.Contains(report.SignatureCheck, "does not verify") {
@@ -198,7 +198,7 @@ func TestInspectEvent_UnknownKeyAndUsage(t *testing.T) {
 	}
 	ev := buildInspectMessage(t, v10, key)
 	report, code, _ := runInspectEventCmd(t, ev.JSON(), "--room-version", "10", "--keys", writeKeysFile(t, other))
-	if code != 1 || report.Signatures[key.ServerName][key.KeyID] != sigUnknown || report.SignatureCheck == "ok" {
+	if code != 1 || report.Signatures[key.ServerName][key.KeyID] != sigVerdictUnknown || report.SignatureCheck == "ok" {
 		t.Fatalf("exit %d, report %+v", code, report)
 	}
 
