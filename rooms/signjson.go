@@ -104,21 +104,11 @@ func VerifyJSONSignature(obj map[string]any, entity, keyID string, pub ed25519.P
 	if !ok {
 		return fmt.Errorf("%w %s with key %s", ErrNoSignature, entity, keyID)
 	}
-	sig, err := DecodeBase64(sigB64)
-	if err != nil || len(sig) != ed25519.SignatureSize {
-		return fmt.Errorf("%w: %s %s: malformed signature", ErrBadSignature, entity, keyID)
-	}
-	if len(pub) != ed25519.PublicKeySize {
-		return fmt.Errorf("%w: %s %s: malformed public key", ErrBadSignature, entity, keyID)
-	}
 	msg, err := signingBytes(obj)
 	if err != nil {
 		return fmt.Errorf("verify JSON: %w", err)
 	}
-	if !ed25519.Verify(pub, msg, sig) {
-		return fmt.Errorf("%w: %s %s", ErrBadSignature, entity, keyID)
-	}
-	return nil
+	return verifySignatureBytes(msg, entity, keyID, sigB64, pub)
 }
 
 // IsEd25519KeyID reports whether keyID names an ed25519 key, the only
