@@ -34,12 +34,16 @@ type AuthChainSource interface {
 // AuthChildrenSource is an optional capability of an EventSource: the
 // reverse of the auth_events edges. AuthChildren calls yield with the ID of
 // each stored event that lists id in its auth_events (in any order) until
-// yield returns false. Only state events matter; a store may leave out
-// the rest. Room version 12's implied create edge is not expected.
+// yield returns false. It must yield every such state event the source
+// holds (at least every event of the states being resolved and of their
+// auth chains); non-state events may be left out. Room version 12's implied
+// create edge is not expected.
 //
 // With it, the auth difference is computed without walking the auth chains
-// of the unconflicted state, so the work grows with the conflicted part of
-// the state, not with the size of the room.
+// of the unconflicted state: for an event in the auth chain of some states'
+// conflicted events but not of others', resolution searches the events that
+// cite it for an unconflicted one, and stops at the first. The work grows
+// with the conflicted part of the state, not with the size of the room.
 type AuthChildrenSource interface {
 	AuthChildren(id string, yield func(child string) bool) error
 }

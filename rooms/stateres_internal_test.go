@@ -2,6 +2,8 @@ package rooms
 
 import (
 	"errors"
+	"fmt"
+	"math/rand"
 	"testing"
 )
 
@@ -178,6 +180,96 @@ func TestResolveSplit_BadSplit(t *testing.T) {
 	} {
 		if _, err := ResolveSplit(v, bad, r.set, nil); err == nil {
 			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// Malformed DAGs (cycles, self-references, missing and non-state auth
+// events, odd power levels, events of other rooms) give an error or a
+// state drawn from the input, never a panic.
+func TestResolveState_MalformedDAGs(t *testing.T) {
+	types := []string{"m.room.create", "m.room.power_levels", "m.room.join_rules", "m.room.member", "m.room.topic", "m.room.message"}
+	users := []string{"@a:x", "@b:y", "@c:z"}
+	for _, vid := range []string{"10", "12"} {
+		v := mustVersion(t, vid)
+		resolved, failed := 0, 0
+		for seed := int64(1); seed <= 200; seed++ {
+			rng := rand.New(rand.NewSource(seed))
+			n := 3 + rng.Intn(12)
+			ids := make([]string, n)
+			for i := range ids {
+				ids[i] = fmt.Sprintf("$e%d", i)
+			}
+			ids[0] = "$create" // the create event version 12 room IDs imply
+			set := NewEventSet()
+			var events []*Event
+			for i, id := range ids {
+				typ := types[rng.Intn(len(types))]
+				if i == 0 {
+					typ = "m.room.create"
+				}
+				var sk *string
+				if typ != "m.room.message" || rng.Intn(4) == 0 {
+					k := ""
+					if typ == "m.room.member" {
+						k = users[rng.Intn(len(users))]
+					}
+					sk = &k
+				}
+				var auth []string
+				for j := rng.Intn(4); j > 0; j-- {
+					switch r := rng.Intn(40); {
+					case r == 0:
+						auth = append(auth, "$missing")
+					case r == 1:
+						auth = append(auth, id) // itself
+					case r == 2 || i == 0:
+						auth = append(auth, ids[rng.Intn(n)]) // maybe a cycle
+					default:
+						auth = append(auth, ids[rng.Intn(i)])
+					}
+				}
+				content := map[string]any{
+					"membership": []string{"join", "leave", "ban", "invite"}[rng.Intn(4)],
+					"join_rule":  "public",
+					"users":      map[string]any{users[rng.Intn(3)]: int64(rng.Intn(150))},
+				}
+				if rng.Intn(5) == 0 {
+					content["users"] = "not an object"
+				}
+				ev := srEvent(t, v, id, typ, sk, users[rng.Intn(3)], content, auth, int64(i%3))
+				set.Add(ev)
+				events = append(events, ev)
+			}
+			var states []StateMap
+			for s := 0; s < 2+rng.Intn(2); s++ {
+				m := StateMap{}
+				for _, ev := range events {
+					if k, ok := StateTupleOf(ev); ok && rng.Intn(2) == 0 {
+						m[k] = ev.EventID()
+					}
+				}
+				states = append(states, m)
+			}
+			got, err := ResolveState(v, states, set, nil)
+			if err != nil {
+				failed++
+				continue
+			}
+			resolved++
+			for k, id := range got {
+				ev, err := set.Event(id)
+				if err != nil {
+					t.Fatalf("v%s seed %d: resolved (%s, %s) to unknown %s", vid, seed, k.Type, k.StateKey, id)
+				}
+				if ek, _ := StateTupleOf(ev); ek != k {
+					t.Fatalf("v%s seed %d: resolved (%s, %s) to %s of key %v", vid, seed, k.Type, k.StateKey, id, ek)
+				}
+			}
+		}
+		t.Logf("v%s: %d resolved, %d refused", vid, resolved, failed)
+		if resolved == 0 || failed == 0 {
+			t.Errorf("v%s: the generator should produce both resolvable and refused inputs", vid)
 		}
 	}
 }
