@@ -1,0 +1,68 @@
+package federation
+
+import (
+	"context"
+	"errors"
+	"net/http"
+)
+
+// RoomHandler is the room engine as the federation endpoints see it:
+// transactions in, room history out. The homeserver engine implements it;
+// cmd/ferry hands it to the Server. Every method takes the authenticated
+// origin; the read methods refuse origins that may not see the room.
+//
+// Errors may implement NotFound() bool, Forbidden() bool or
+// BadRequest() bool; those answering true become 404 M_NOT_FOUND, 403
+// M_FORBIDDEN and 400 M_INVALID_PARAM with the error's text. Other errors
+// are internal (500, logged, never echoed).
+type RoomHandler interface {
+	// TransactionResponse returns the answer stored for a transaction
+	// (origin, txnID), if it was processed before.
+	TransactionResponse(ctx context.Context, origin, txnID string) (response []byte, found bool, err error)
+	// StoreTransactionResponse records the answer of a processed
+	// transaction.
+	StoreTransactionResponse(ctx context.Context, origin, txnID string, response []byte) error
+	// ReceivePDUs processes the PDUs of a transaction and returns the
+	// verdict per event ID: nil when accepted (or soft-failed), else why
+	// not. It returns once everything it accepted is committed.
+	ReceivePDUs(ctx context.Context, origin string, pdus [][]byte) map[string]error
+	// ReceiveEDU processes one EDU; an error says why it was ignored.
+	ReceiveEDU(ctx context.Context, origin, eduType string, content []byte) error
+
+	// Event returns one event's JSON.
+	Event(ctx context.Context, origin, eventID string) ([]byte, error)
+	// StateIDs returns the IDs of the state before eventID and of the
+	// auth chain of that state.
+	StateIDs(ctx context.Context, origin, roomID, eventID string) (stateIDs, authChainIDs []string, err error)
+	// State is StateIDs with the events' JSON.
+	State(ctx context.Context, origin, roomID, eventID string) (state, authChain [][]byte, err error)
+	// EventAuth returns the full auth chain of eventID.
+	EventAuth(ctx context.Context, origin, roomID, eventID string) ([][]byte, error)
+	// Backfill returns up to limit events: from and the events before them.
+	Backfill(ctx context.Context, origin, roomID string, from []string, limit int) ([][]byte, error)
+	// MissingEvents returns events between earliest and latest (exclusive),
+	// oldest first.
+	MissingEvents(ctx context.Context, origin, roomID string, earliest, latest []string, limit int, minDepth int64) ([][]byte, error)
+}
+
+// roomError turns a RoomHandler error into the Matrix error to answer
+// with. Errors that classify themselves are the requester's problem and
+// are echoed; others are returned unchanged (internal).
+func roomError(err error) error {
+	if err == nil {
+		return nil
+	}
+	var nf interface{ NotFound() bool }
+	if errors.As(err, &nf) && nf.NotFound() {
+		return &MatrixError{Status: http.StatusNotFound, Code: "M_NOT_FOUND", Message: err.Error()}
+	}
+	var fb interface{ Forbidden() bool }
+	if errors.As(err, &fb) && fb.Forbidden() {
+		return &MatrixError{Status: http.StatusForbidden, Code: "M_FORBIDDEN", Message: err.Error()}
+	}
+	var br interface{ BadRequest() bool }
+	if errors.As(err, &br) && br.BadRequest() {
+		return &MatrixError{Status: http.StatusBadRequest, Code: "M_INVALID_PARAM", Message: err.Error()}
+	}
+	return err
+}

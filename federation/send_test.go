@@ -1,0 +1,415 @@
+package federation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/ferry-matrix/ferry/homeserver"
+	"github.com/ferry-matrix/ferry/rooms"
+	"github.com/ferry-matrix/ferry/store"
+)
+
+// inboundWorld is Ferry (ferry.test) and a scripted remote (remote.test)
+// sharing a public room Ferry created.
+type inboundWorld struct {
+	ferry  *ferryNode
+	remote *roomNode
+	script *scriptedRooms
+	room   *remoteRoom
+}
+
+const (
+	alice = "@alice:ferry.test"
+	bob   = "@bob:remote.test"
+	carol = "@carol:remote.test"
+)
+
+func newInboundWorld(t *testing.T, version string) *inboundWorld {
+	t.Helper()
+	pki := newTestPKI(t)
+	ferry := startFerry(t, pki, "ferry.test")
+	remote := newRoomNode(t, pki, "remote.test", 42)
+	script := newScriptedRooms()
+	remote.start(t, pki, script)
+	linkNodes(ferry.roomNode, remote)
+	roomID, err := ferry.engine.CreateRoom(context.Background(), homeserver.CreateRoomRequest{
+		Creator: alice, Version: version, Preset: homeserver.PresetPublicChat,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &inboundWorld{ferry: ferry, remote: remote, script: script, room: newRemoteRoom(t, remote, ferry, roomID)}
+}
+
+// join sends the remote user's join and checks it was accepted.
+func (w *inboundWorld) join(t *testing.T, txnID, user string) *rooms.Event {
+	t.Helper()
+	ev := w.room.build(eventSpec{typ: "m.room.member", stateKey: rooms.StringPtr(user), sender: user, content: map[string]any{"membership": "join"}})
+	if res := w.room.send(txnID, ev); res[ev.EventID()] != "" {
+		t.Fatalf("join of %s: %q", user, res[ev.EventID()])
+	}
+	w.room.apply(ev)
+	return ev
+}
+
+func (w *inboundWorld) message(sender, body string, prev []string) *rooms.Event {
+	return w.room.build(eventSpec{typ: "m.room.message", sender: sender, content: map[string]any{"msgtype": "m.text", "body": body}, prev: prev})
+}
+
+func expectAccepted(t *testing.T, res map[string]string, evs ...*rooms.Event) {
+	t.Helper()
+	for _, ev := range evs {
+		msg, ok := res[ev.EventID()]
+		if !ok || msg != "" {
+			t.Fatalf("event %s: answer %q (listed %v), want accepted", ev.EventID(), msg, ok)
+		}
+	}
+}
+
+func expectError(t *testing.T, res map[string]string, ev *rooms.Event, want string) {
+	t.Helper()
+	msg := res[ev.EventID()]
+	if !strings.Contains(msg, want) {
+		t.Fatalf("event %s: answer %q, want an error containing %q", ev.EventID(), msg, want)
+	}
+}
+
+// TestSend_InboundPipeline runs the inbound scenario on both room
+// versions: a remote joins Ferry's room over /send and sends accepted,
+// dropped, redacted, rejected and soft-failed events, a gap that Ferry
+// fills with /get_missing_events, a repeated transaction, PDUs for an
+// unknown room and, once denied by the server ACL, more PDUs.
+func TestSend_InboundPipeline(t *testing.T) {
+	for _, version := range []string{"10", "12"} {
+		t.Run("v"+version, func(t *testing.T) {
+			t.Parallel()
+			testInboundPipeline(t, version)
+		})
+	}
+}
+
+func testInboundPipeline(t *testing.T, version string) {
+	ctx := context.Background()
+	w := newInboundWorld(t, version)
+	f, rr := w.ferry, w.room
+	roomID := rr.roomID
+
+	// Joins: the remote builds them on Ferry's extremity with auth events
+	// from Ferry's state.
+	joinBob := w.join(t, "t-join-bob", bob)
+	joinCarol := w.join(t, "t-join-carol", carol)
+	if ext := rr.extremities(); !slices.Equal(ext, []string{joinCarol.EventID()}) {
+		t.Fatalf("extremities after the joins: %v", ext)
+	}
+	members, err := f.db.Members(ctx, roomID, "join")
+	if err != nil || !containsAll(members, alice, bob, carol) {
+		t.Fatalf("joined members %v, %v", members, err)
+	}
+
+	// An accepted chain in one transaction, sent newest first: Ferry
+	// orders by depth.
+	m1 := w.message(bob, "one", nil)
+	m2 := w.message(bob, "two", []string{m1.EventID()})
+	m3 := w.message(carol, "three", []string{m2.EventID()})
+	res := rr.send("t-chain", m3, m1, m2)
+	expectAccepted(t, res, m1, m2, m3)
+	if ext := rr.extremities(); !slices.Equal(ext, []string{m3.EventID()}) {
+		t.Fatalf("extremities after the chain: %v", ext)
+	}
+	if log := f.hostLogEvents(t); !containsAll(log, joinBob.EventID(), joinCarol.EventID(), m1.EventID(), m2.EventID(), m3.EventID()) {
+		t.Fatalf("host log lacks accepted events: %v", log)
+	}
+
+	// A bad signature: dropped, not stored.
+	forged := w.message(bob, "forged", nil)
+	obj := maps.Clone(forged.Object())
+	other := testKeys(t, 99).Signer("remote.test")
+	if err := rooms.SignEvent(rr.v, obj, rooms.SigningKey{ServerName: "remote.test", KeyID: w.remote.signer.KeyID, Private: other.Private}); err != nil {
+		t.Fatal(err)
+	}
+	forgedEv, err := rooms.NewEventFromObject(rr.v, obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res = rr.send("t-forged", forgedEv)
+	expectError(t, res, forgedEv, "signature")
+	if _, err := f.db.Event(ctx, forgedEv.EventID()); !isNotFound(err) {
+		t.Fatalf("forged event stored: %v", err)
+	}
+
+	// A content hash mismatch: the body changed after signing; the
+	// signatures (over the redacted form) still hold, so the event is
+	// kept redacted.
+	tampered := w.message(bob, "original", nil)
+	tobj := maps.Clone(tampered.Object())
+	tobj["content"] = map[string]any{"msgtype": "m.text", "body": "changed in transit"}
+	tamperedEv, err := rooms.NewEventFromObject(rr.v, tobj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tamperedEv.EventID() != tampered.EventID() {
+		t.Fatal("the event ID must not depend on a message body")
+	}
+	res = rr.send("t-tampered", tamperedEv)
+	expectAccepted(t, res, tamperedEv)
+	if se := f.stored(t, tamperedEv.EventID()); len(se.Event.Content()) != 0 {
+		t.Fatalf("tampered event stored with content %v, want the redacted form", se.Event.Content())
+	}
+
+	// Failing its own auth events: the sender's membership is not among
+	// them. Rejected and stored as such; an event naming it as a prev
+	// event is judged normally.
+	var authNoMember []string
+	for _, k := range []rooms.StateTuple{rooms.CreateTuple, {Type: "m.room.power_levels"}} {
+		if k == rooms.CreateTuple && !rr.v.CreateInAuthEvents {
+			continue
+		}
+		authNoMember = append(authNoMember, rr.state[k].EventID())
+	}
+	bad := rr.build(eventSpec{typ: "m.room.message", sender: bob, content: map[string]any{"body": "no membership"}, authEvents: authNoMember})
+	res = rr.send("t-bad-auth", bad)
+	expectError(t, res, bad, "rejected")
+	if se := f.stored(t, bad.EventID()); !se.Rejected {
+		t.Fatal("event failing its auth events is not stored as rejected")
+	}
+	afterBad := w.message(bob, "after a rejected event", []string{bad.EventID()})
+	res = rr.send("t-after-bad", afterBad)
+	expectAccepted(t, res, afterBad)
+	if ext := rr.extremities(); slices.Contains(ext, bad.EventID()) || !slices.Contains(ext, afterBad.EventID()) {
+		t.Fatalf("extremities %v: want %s and never the rejected %s", ext, afterBad.EventID(), bad.EventID())
+	}
+
+	// A gap of five: the remote sends only the sixth event; Ferry asks
+	// for the rest with /get_missing_events.
+	gap := make([]*rooms.Event, 6)
+	var prev []string
+	for i := range gap {
+		gap[i] = w.message(carol, "gap "+string(rune('a'+i)), prev)
+		prev = []string{gap[i].EventID()}
+	}
+	w.script.mu.Lock()
+	for _, ev := range gap[:5] {
+		w.script.missing = append(w.script.missing, ev.JSON())
+	}
+	w.script.mu.Unlock()
+	res = rr.send("t-gap", gap[5])
+	expectAccepted(t, res, gap[5])
+	if w.script.askedFor("get_missing_events") != 1 {
+		t.Fatalf("get_missing_events asked %d times, want 1", w.script.askedFor("get_missing_events"))
+	}
+	for _, ev := range gap {
+		if se := f.stored(t, ev.EventID()); se.Rejected || se.Outlier || se.SoftFailed {
+			t.Fatalf("gap event %s: rejected %v outlier %v soft-failed %v", ev.EventID(), se.Rejected, se.Outlier, se.SoftFailed)
+		}
+	}
+	if ext := rr.extremities(); !slices.Equal(ext, []string{gap[5].EventID()}) {
+		t.Fatalf("extremities after the gap: %v", ext)
+	}
+
+	// The same transaction ID again, with other content: answered from
+	// the store, not processed.
+	replay := w.message(bob, "never processed", nil)
+	res = rr.send("t-chain", replay)
+	if _, listed := res[replay.EventID()]; listed || len(res) != 3 {
+		t.Fatalf("repeated transaction answered %v, want the stored answer for three events", res)
+	}
+	expectAccepted(t, res, m1, m2, m3)
+	if _, err := f.db.Event(ctx, replay.EventID()); !isNotFound(err) {
+		t.Fatalf("event of a repeated transaction stored: %v", err)
+	}
+
+	// A PDU for a room Ferry is not in.
+	elsewhere := rr.build(eventSpec{typ: "m.room.message", sender: bob, content: map[string]any{"body": "x"}, prev: []string{gap[5].EventID()}})
+	eobj := maps.Clone(elsewhere.Object())
+	eobj["room_id"] = "!elsewhere:remote.test"
+	if rr.v.RoomIDs == rooms.RoomIDFromCreate {
+		eobj["room_id"] = string(rooms.RoomIDFromCreateEventID(rooms.EventID(m1.EventID())))
+	}
+	if err := rooms.SignEvent(rr.v, eobj, w.remote.signer); err != nil {
+		t.Fatal(err)
+	}
+	elsewhereEv, err := rooms.NewEventFromObject(rr.v, eobj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res = rr.send("t-elsewhere", elsewhereEv)
+	expectError(t, res, elsewhereEv, "not in room")
+
+	// Soft failure: Ferry's admin bans carol; carol's event built on the
+	// state before the ban passes there but not against the current state.
+	beforeBan := rr.extremities()
+	ban, err := f.engine.SendEvent(ctx, roomID, homeserver.LocalEvent{
+		Type: "m.room.member", StateKey: rooms.StringPtr(carol), Sender: alice, Content: map[string]any{"membership": "ban"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	late := w.message(carol, "sent before I saw the ban", beforeBan)
+	res = rr.send("t-soft", late)
+	expectAccepted(t, res, late)
+	if se := f.stored(t, late.EventID()); !se.SoftFailed {
+		t.Fatal("event failing only against the current state is not soft-failed")
+	}
+	if ext := rr.extremities(); !slices.Equal(ext, []string{ban.EventID()}) {
+		t.Fatalf("extremities %v: a soft-failed event must not become one", ext)
+	}
+	if slices.Contains(f.hostLogEvents(t), late.EventID()) {
+		t.Fatal("soft-failed event delivered to the host")
+	}
+
+	// EDUs: bob's typing is logged for the host, carol's (banned) and one
+	// claiming a user of another server are not.
+	typing := func(user string) EDU {
+		c, _ := json.Marshal(map[string]any{"room_id": roomID, "user_id": user, "typing": true})
+		return EDU{Type: "m.typing", Content: c}
+	}
+	receipt, _ := json.Marshal(map[string]any{roomID: map[string]any{"m.read": map[string]any{
+		bob: map[string]any{"event_ids": []string{gap[5].EventID()}, "data": map[string]any{"ts": 1}},
+	}}})
+	if _, err := w.remote.client.SendTransaction(ctx, "ferry.test", "t-edus", nil,
+		[]EDU{typing(bob), typing(carol), typing(alice), {Type: "m.receipt", Content: receipt}, {Type: "m.presence", Content: json.RawMessage(`{"push":[]}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	edus := f.hostLogPayloads(t, store.HostEDU)
+	if len(edus) != 2 || !strings.Contains(edus[0], bob) || !strings.Contains(edus[1], "m.receipt") {
+		t.Fatalf("host log EDUs %q, want bob's typing and bob's receipt", edus)
+	}
+
+	// The read endpoints, verified by the remote.
+	verifyReads(t, w, gap[5])
+
+	// The server ACL denies remote.test: its PDUs are dropped and its
+	// reads refused.
+	if _, err := f.engine.SendEvent(ctx, roomID, homeserver.LocalEvent{
+		Type: "m.room.server_acl", StateKey: rooms.StringPtr(""), Sender: alice,
+		Content: map[string]any{"allow": []any{"*"}, "deny": []any{"remote.*"}, "allow_ip_literals": false},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	denied := w.message(bob, "denied", nil)
+	res = rr.send("t-denied", denied)
+	expectError(t, res, denied, "ACL")
+	if _, err := f.db.Event(ctx, denied.EventID()); !isNotFound(err) {
+		t.Fatalf("ACL-denied event stored: %v", err)
+	}
+	_, _, err = w.remote.client.StateIDs(ctx, "ferry.test", roomID, gap[5].EventID())
+	var herr *HTTPError
+	if !errors.As(err, &herr) || herr.Status != 403 || herr.ErrCode != "M_FORBIDDEN" {
+		t.Fatalf("state_ids by a denied server: %v, want 403 M_FORBIDDEN", err)
+	}
+}
+
+// verifyReads has the remote read the room through every read endpoint,
+// verify each event's signatures and hashes with keys it fetched itself,
+// and rebuild the state before at from /state_ids.
+func verifyReads(t *testing.T, w *inboundWorld, at *rooms.Event) {
+	t.Helper()
+	ctx := context.Background()
+	c, rr, ferry := w.remote.client, w.room, "ferry.test"
+	lookup := w.remote.ring.KeyLookup(ctx)
+	parse := func(raw []byte) *rooms.Event {
+		t.Helper()
+		ev, err := rooms.ParseEvent(rr.v, raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rooms.VerifyEventSignatures(ev, lookup); err != nil {
+			t.Fatalf("event %s from Ferry: %v", ev.EventID(), err)
+		}
+		return ev
+	}
+
+	stateIDs, chainIDs, err := c.StateIDs(ctx, ferry, rr.roomID, at.EventID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rebuilt := map[rooms.StateTuple]*rooms.Event{}
+	for _, id := range stateIDs {
+		raw, err := c.Event(ctx, ferry, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev := parse(raw)
+		if ev.EventID() != id {
+			t.Fatalf("/event %s returned %s", id, ev.EventID())
+		}
+		k, _ := rooms.StateTupleOf(ev)
+		rebuilt[k] = ev
+	}
+	want, err := w.ferry.db.StateBefore(ctx, at.EventID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rebuilt) != len(want) {
+		t.Fatalf("state_ids: %d events, Ferry holds %d", len(rebuilt), len(want))
+	}
+	for k, id := range want {
+		if ev := rebuilt[rooms.StateTuple(k)]; ev == nil || ev.EventID() != id {
+			t.Fatalf("state_ids: %v differs", k)
+		}
+	}
+	for _, user := range []string{alice, bob, carol} {
+		if m := rebuilt[rooms.StateTuple{Type: "m.room.member", StateKey: user}]; m == nil || m.Membership() != "join" {
+			t.Fatalf("state before %s: %s not joined", at.EventID(), user)
+		}
+	}
+	// The rebuilt state authorizes the event it is the state before.
+	if err := rooms.CheckAuth(at, rebuilt); err != nil {
+		t.Fatalf("the state Ferry served does not authorize %s: %v", at.EventID(), err)
+	}
+
+	state, chain, err := c.State(ctx, ferry, rr.roomID, at.EventID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(state) != len(stateIDs) || len(chain) != len(chainIDs) {
+		t.Fatalf("/state: %d events and %d auth events, /state_ids %d and %d", len(state), len(chain), len(stateIDs), len(chainIDs))
+	}
+	for _, raw := range append(state, chain...) {
+		parse(raw)
+	}
+
+	authChain, err := c.EventAuth(ctx, ferry, rr.roomID, at.EventID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var authIDs []string
+	for _, raw := range authChain {
+		authIDs = append(authIDs, parse(raw).EventID())
+	}
+	if !containsAll(authIDs, at.AuthEvents()...) {
+		t.Fatalf("event_auth %v lacks the auth events %v", authIDs, at.AuthEvents())
+	}
+
+	back, err := c.Backfill(ctx, ferry, rr.roomID, []string{at.EventID()}, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(back) != 4 || parse(back[0]).EventID() != at.EventID() {
+		t.Fatalf("backfill returned %d events, want 4 starting at %s", len(back), at.EventID())
+	}
+
+	missing, err := c.GetMissingEvents(ctx, ferry, rr.roomID, []string{at.PrevEvents()[0]}, []string{at.EventID()}, 10, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(missing) != 0 {
+		t.Fatalf("get_missing_events between adjacent events returned %d events", len(missing))
+	}
+
+	// Unknown events and rooms.
+	_, err = c.Event(ctx, ferry, "$unknown")
+	var herr *HTTPError
+	if !errors.As(err, &herr) || herr.Status != 404 {
+		t.Fatalf("unknown event: %v, want 404", err)
+	}
+	_, _, err = c.StateIDs(ctx, ferry, "!nowhere:ferry.test", at.EventID())
+	if !errors.As(err, &herr) || herr.Status != 404 {
+		t.Fatalf("unknown room: %v, want 404", err)
+	}
+}

@@ -1,0 +1,262 @@
+package homeserver
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+
+	"github.com/ferry-matrix/ferry/rooms"
+	"github.com/ferry-matrix/ferry/store"
+)
+
+// Room presets of CreateRoom.
+const (
+	PresetPublicChat  = "public_chat"
+	PresetPrivateChat = "private_chat"
+)
+
+// CreateRoomRequest describes a new room.
+type CreateRoomRequest struct {
+	// Creator is a local user ID. Required.
+	Creator string
+	// Version is the room version's wire ID ("10", "12"). Required.
+	Version string
+	// Preset is PresetPublicChat (join rule public) or PresetPrivateChat
+	// (join rule invite, the default).
+	Preset string
+	// HistoryVisibility is m.room.history_visibility's value; "shared"
+	// when empty.
+	HistoryVisibility string
+}
+
+// CreateRoom creates a room: its create event, the creator's join, the
+// power levels, join rules and history visibility, persisted in one
+// transaction. It returns the room ID.
+func (e *Engine) CreateRoom(ctx context.Context, req CreateRoomRequest) (string, error) {
+	v, err := rooms.LookupVersion(req.Version)
+	if err != nil {
+		return "", badRequest("create room: %v", err)
+	}
+	creator, err := rooms.ParseUserID(req.Creator)
+	if err != nil {
+		return "", badRequest("create room: creator: %v", err)
+	}
+	if string(creator.Server()) != e.ServerName {
+		return "", badRequest("create room: creator %s is not a user of %s", req.Creator, e.ServerName)
+	}
+	joinRule := "invite"
+	switch req.Preset {
+	case PresetPublicChat:
+		joinRule = "public"
+	case PresetPrivateChat, "":
+	default:
+		return "", badRequest("create room: unknown preset %q", req.Preset)
+	}
+	visibility := req.HistoryVisibility
+	if visibility == "" {
+		visibility = "shared"
+	}
+
+	createContent := map[string]any{"room_version": v.ID}
+	if v.CreateHasCreator {
+		createContent["creator"] = req.Creator
+	}
+	roomID := ""
+	switch v.RoomIDs {
+	case rooms.RoomIDFromCreate:
+	case rooms.RoomIDOpaque:
+		local := make([]byte, 18)
+		if _, err := rand.Read(local); err != nil {
+			return "", fmt.Errorf("create room: %w", err)
+		}
+		roomID = "!" + rooms.EncodeBase64URL(local) + ":" + e.ServerName
+	default:
+		return "", fmt.Errorf("create room: room version %s has an unknown room ID scheme", v.ID)
+	}
+	templates := []rooms.EventTemplate{
+		{Type: "m.room.create", StateKey: rooms.StringPtr(""), Content: createContent},
+		{Type: "m.room.member", StateKey: rooms.StringPtr(req.Creator), Content: map[string]any{"membership": "join"}},
+		{Type: "m.room.power_levels", StateKey: rooms.StringPtr(""), Content: rooms.InitialPowerLevelsContent(v, req.Creator)},
+		{Type: "m.room.join_rules", StateKey: rooms.StringPtr(""), Content: map[string]any{"join_rule": joinRule}},
+		{Type: "m.room.history_visibility", StateKey: rooms.StringPtr(""), Content: map[string]any{"history_visibility": visibility}},
+	}
+	state := map[rooms.StateTuple]*rooms.Event{}
+	var batch store.Batch
+	var prev *rooms.Event
+	ts := e.now().UnixMilli()
+	for _, t := range templates {
+		t.Sender = req.Creator
+		t.RoomID = roomID
+		t.OriginServerTS = ts
+		t.Depth = 1
+		if prev != nil {
+			t.PrevEvents = []string{prev.EventID()}
+			t.Depth = prev.Depth() + 1
+		}
+		t.AuthEvents = authEventIDs(v, t, state)
+		ev, err := rooms.BuildEvent(v, t, e.Signer)
+		if err != nil {
+			return "", fmt.Errorf("create room: %w", err)
+		}
+		if err := rooms.CheckAuth(ev, state); err != nil {
+			return "", fmt.Errorf("create room: %s event: %w", t.Type, err)
+		}
+		ref := &store.StateRef{Changes: store.StateMap{}}
+		if prev != nil {
+			ref = &store.StateRef{AfterEvent: prev.EventID()}
+		}
+		batch.Events = append(batch.Events, store.NewEvent{Event: ev, Outcome: store.Accepted, StateBefore: ref})
+		batch.HostLog = append(batch.HostLog, store.HostLogEntry{Kind: store.HostEvent, RoomID: ev.RoomID(), EventID: ev.EventID()})
+		k, _ := rooms.StateTupleOf(ev)
+		state[k] = ev
+		roomID = ev.RoomID()
+		prev = ev
+	}
+	batch.RoomStatus = store.RoomCreated
+	batch.CurrentState = &store.StateRef{AfterEvent: prev.EventID()}
+	unlock := e.lockRoom(roomID)
+	defer unlock()
+	if _, err := e.Store.PersistEvents(ctx, batch); err != nil {
+		return "", fmt.Errorf("create room: %w", err)
+	}
+	e.Logger.Info().Str(fieldRoomID, roomID).Str("room_version", v.ID).Str("creator", req.Creator).Msg("room created")
+	return roomID, nil
+}
+
+// authEventIDs picks the auth events of a template from state.
+func authEventIDs(v rooms.Version, t rooms.EventTemplate, state map[rooms.StateTuple]*rooms.Event) []string {
+	var out []string
+	for _, k := range rooms.AuthSelectionFor(v, t) {
+		if ev := state[k]; ev != nil {
+			out = append(out, ev.EventID())
+		}
+	}
+	return out
+}
+
+// LocalEvent is an event a local user sends.
+type LocalEvent struct {
+	Type     string
+	StateKey *string // nil for a non-state event
+	Sender   string  // a local user
+	Content  map[string]any
+	// Redacts is the target of an m.room.redaction.
+	Redacts string
+}
+
+// SendEvent builds, signs and persists an event of a local user in a room
+// we are in: its prev events are the forward extremities, its auth events
+// come from the current state, which it must pass. The event is queued for
+// every other server with joined members and logged for the host. It
+// returns the event.
+func (e *Engine) SendEvent(ctx context.Context, roomID string, le LocalEvent) (*rooms.Event, error) {
+	sender, err := rooms.ParseUserID(le.Sender)
+	if err != nil {
+		return nil, badRequest("send event: sender: %v", err)
+	}
+	if string(sender.Server()) != e.ServerName {
+		return nil, badRequest("send event: sender %s is not a user of %s", le.Sender, e.ServerName)
+	}
+	unlock := e.lockRoom(roomID)
+	defer unlock()
+	v, in, err := e.roomVersion(ctx, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("send event: %w", err)
+	}
+	if !in {
+		return nil, notFound("send event: this server is not in room %s", roomID)
+	}
+	extremities, err := e.Store.ForwardExtremities(ctx, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("send event: %w", err)
+	}
+	if len(extremities) == 0 {
+		return nil, fmt.Errorf("send event: room %s has no forward extremities", roomID)
+	}
+	if len(extremities) > rooms.MaxPrevEvents {
+		extremities = extremities[:rooms.MaxPrevEvents]
+	}
+	var depth int64
+	for _, id := range extremities {
+		se, err := e.storedEvent(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("send event: prev event: %w", err)
+		}
+		depth = max(depth, se.Event.Depth())
+	}
+	t := rooms.EventTemplate{
+		Type: le.Type, StateKey: le.StateKey, Sender: le.Sender, RoomID: roomID, Content: le.Content,
+		PrevEvents: extremities, Depth: depth + 1, OriginServerTS: e.now().UnixMilli(), Redacts: le.Redacts,
+	}
+	want := append(rooms.AuthSelectionFor(v, t), rooms.CreateTuple)
+	current, err := e.currentStateFor(ctx, roomID, want)
+	if err != nil {
+		return nil, fmt.Errorf("send event: %w", err)
+	}
+	t.AuthEvents = authEventIDs(v, t, current)
+	ev, err := rooms.BuildEvent(v, t, e.Signer)
+	if err != nil {
+		return nil, badRequest("send event: %v", err)
+	}
+	if err := rooms.CheckAuth(ev, current); err != nil {
+		return nil, forbidden("send event: %v", err)
+	}
+	before := &store.StateRef{AfterEvent: extremities[0]}
+	if all, _ := e.Store.ForwardExtremities(ctx, roomID); len(all) > 1 {
+		cur, err := e.Store.CurrentState(ctx, roomID)
+		if err != nil {
+			return nil, fmt.Errorf("send event: %w", err)
+		}
+		before = &store.StateRef{Changes: cur}
+	}
+	servers, err := e.Store.JoinedServers(ctx, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("send event: %w", err)
+	}
+	var dests []string
+	for _, s := range servers {
+		if s != e.ServerName {
+			dests = append(dests, s)
+		}
+	}
+	batch := store.Batch{
+		Events:       []store.NewEvent{{Event: ev, Outcome: store.Accepted, StateBefore: before, Destinations: dests}},
+		CurrentState: &store.StateRef{AfterEvent: ev.EventID()},
+		HostLog:      []store.HostLogEntry{{Kind: store.HostEvent, RoomID: roomID, EventID: ev.EventID()}},
+	}
+	if _, err := e.Store.PersistEvents(ctx, batch); err != nil {
+		return nil, fmt.Errorf("send event: %w", err)
+	}
+	e.forget(ev.EventID())
+	if err := e.applyRedaction(ctx, ev, current); err != nil {
+		return nil, fmt.Errorf("send event: %w", err)
+	}
+	return ev, nil
+}
+
+// applyRedaction redacts the target of an accepted redaction when the
+// redaction may be applied to it (judged by state, which holds the
+// create and power-levels events). A target not held yet is left alone.
+func (e *Engine) applyRedaction(ctx context.Context, ev *rooms.Event, state map[rooms.StateTuple]*rooms.Event) error {
+	target := ev.Redacts()
+	if target == "" {
+		return nil
+	}
+	se, err := e.storedEvent(ctx, target)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if se.Redacted || !rooms.RedactionAllowed(ev, se.Event, state) {
+		return nil
+	}
+	if err := e.Store.Redact(ctx, target); err != nil {
+		return err
+	}
+	e.forget(target)
+	e.Logger.Debug().Str(fieldEventID, target).Str("redaction", ev.EventID()).Msg("event redacted")
+	return nil
+}

@@ -1,0 +1,427 @@
+package homeserver
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/ferry-matrix/ferry/rooms"
+	"github.com/ferry-matrix/ferry/store"
+)
+
+// ErrDropped is matched by the per-PDU error of an event that was not
+// stored at all: unparseable, badly signed, for a room we are not in, or
+// refused by the room's server ACL.
+var ErrDropped = errors.New("event dropped")
+
+// ErrRejected is matched by the per-PDU error of an event that failed
+// authorization; it is stored as rejected.
+var ErrRejected = errors.New("event rejected")
+
+func dropped(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrDropped, fmt.Sprintf(format, args...))
+}
+
+// ReceivePDUs runs the spec's checks on the PDUs of one transaction from
+// origin ("Checks performed on receipt of a PDU") and persists each one
+// that is not dropped, each in its own database transaction. It returns
+// the verdict per event ID: nil for an accepted or soft-failed event, an
+// error matching ErrDropped or ErrRejected otherwise. PDUs whose event ID
+// cannot be computed (not JSON objects, for instance) are logged and left
+// out. PDUs of one room are processed in depth order under the room's lock.
+func (e *Engine) ReceivePDUs(ctx context.Context, origin string, pdus [][]byte) map[string]error {
+	results := make(map[string]error, len(pdus))
+	type roomPDUs struct {
+		roomID string
+		raws   [][]byte
+	}
+	var order []*roomPDUs
+	byRoom := map[string]*roomPDUs{}
+	for _, raw := range pdus {
+		roomID := pduRoomID(raw)
+		g := byRoom[roomID]
+		if g == nil {
+			g = &roomPDUs{roomID: roomID}
+			byRoom[roomID] = g
+			order = append(order, g)
+		}
+		g.raws = append(g.raws, raw)
+	}
+	for _, g := range order {
+		e.receiveRoom(ctx, origin, g.roomID, g.raws, results)
+	}
+	return results
+}
+
+// pduRoomID reads room_id from a PDU without checking anything else; ""
+// when there is none.
+func pduRoomID(raw []byte) string {
+	tree, err := rooms.ParseJSONLenient(raw)
+	if err != nil {
+		return ""
+	}
+	obj, _ := tree.(map[string]any)
+	id, _ := obj["room_id"].(string)
+	return id
+}
+
+func (e *Engine) receiveRoom(ctx context.Context, origin, roomID string, raws [][]byte, results map[string]error) {
+	log := e.Logger.With().Str(fieldOrigin, origin).Str(fieldRoomID, roomID).Logger()
+	if roomID == "" {
+		for _, raw := range raws {
+			if ev := parseAnyVersion(raw, ""); ev != nil {
+				results[ev.EventID()] = dropped("the event has no room_id; this server is in no room it could create")
+			}
+		}
+		log.Warn().Int("pdus", len(raws)).Msg("PDUs without room_id dropped")
+		return
+	}
+	unlock := e.lockRoom(roomID)
+	defer unlock()
+	v, in, err := e.roomVersion(ctx, roomID)
+	if err != nil {
+		log.Error().Err(err).Msg("room lookup failed")
+		for _, raw := range raws {
+			if ev := parseAnyVersion(raw, roomID); ev != nil {
+				results[ev.EventID()] = fmt.Errorf("room %s: internal error", roomID)
+			}
+		}
+		return
+	}
+	if !in {
+		for _, raw := range raws {
+			if ev := parseAnyVersion(raw, roomID); ev != nil {
+				results[ev.EventID()] = dropped("this server is not in room %s", roomID)
+			}
+		}
+		log.Warn().Int("pdus", len(raws)).Msg("PDUs for a room we are not in dropped")
+		return
+	}
+	evs := make([]*rooms.Event, 0, len(raws))
+	for _, raw := range raws {
+		ev, err := rooms.ParseEvent(v, raw)
+		if err != nil {
+			log.Warn().Err(err).Msg("unparseable PDU dropped")
+			continue
+		}
+		evs = append(evs, ev)
+	}
+	slices.SortStableFunc(evs, func(a, b *rooms.Event) int { return cmp.Compare(a.Depth(), b.Depth()) })
+	for _, ev := range evs {
+		err := e.receiveOne(ctx, origin, v, ev, true)
+		results[ev.EventID()] = err
+		if err != nil {
+			log.Warn().Err(err).Str(fieldEventID, ev.EventID()).Msg("PDU not accepted")
+		}
+	}
+}
+
+// parseAnyVersion computes the event ID of a PDU of a room whose version
+// we do not know, for the per-PDU answer: the version whose room ID scheme
+// fits roomID is tried first.
+func parseAnyVersion(raw []byte, roomID string) *rooms.Event {
+	versions := rooms.SupportedVersions()
+	slices.SortStableFunc(versions, func(a, b rooms.Version) int {
+		fits := func(v rooms.Version) int {
+			if _, err := rooms.ParseRoomIDFor(v, roomID); err == nil {
+				return 0
+			}
+			return 1
+		}
+		return fits(a) - fits(b)
+	})
+	for _, v := range versions {
+		if ev, err := rooms.ParseEvent(v, raw); err == nil {
+			return ev
+		}
+	}
+	return nil
+}
+
+// receiveOne runs the checks on one parsed PDU of a room we are in, with
+// the room locked. fetch allows filling gaps from origin.
+func (e *Engine) receiveOne(ctx context.Context, origin string, v rooms.Version, ev *rooms.Event, fetch bool) error {
+	if ok, err := e.serverAllowed(ctx, ev.RoomID(), origin); err != nil {
+		return fmt.Errorf("server ACL: %w", err)
+	} else if !ok {
+		return dropped("server %s is denied by the room's server ACL", origin)
+	}
+	held, err := e.storedEvent(ctx, ev.EventID())
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return err
+	case !held.Outlier:
+		return verdictOf(held)
+	}
+	if e.Keys == nil {
+		return errors.New("no key source to verify signatures")
+	}
+	if err := rooms.VerifyEventSignatures(ev, e.Keys.KeyLookup(ctx)); err != nil {
+		return dropped("signatures: %v", err)
+	}
+	if !ev.ContentHashValid() {
+		e.Logger.Warn().Str(fieldOrigin, origin).Str(fieldEventID, ev.EventID()).Msg("content hash mismatch: keeping the redacted event")
+		ev = ev.Redacted()
+	}
+	var override rooms.StateMap
+	missing, err := e.prevsWithoutState(ctx, ev)
+	if err != nil {
+		return err
+	}
+	if len(missing) > 0 {
+		// Not stored: a later event naming it brings another chance to
+		// fetch what is missing.
+		if !fetch || e.Remote == nil {
+			return dropped("prev events %s are unknown", strings.Join(missing, ", "))
+		}
+		override, err = e.fillGap(ctx, origin, v, ev)
+		if err != nil {
+			return dropped("prev events %s are unknown and could not be fetched: %v", strings.Join(missing, ", "), err)
+		}
+	}
+	return e.judge(ctx, origin, v, ev, override)
+}
+
+// verdictOf is the per-PDU answer for an event held already.
+func verdictOf(se *store.StoredEvent) error {
+	if se.Rejected {
+		return fmt.Errorf("%w: %s", ErrRejected, se.RejectedReason)
+	}
+	return nil
+}
+
+// prevsWithoutState returns the prev events of ev that are not held with
+// their state.
+func (e *Engine) prevsWithoutState(ctx context.Context, ev *rooms.Event) ([]string, error) {
+	var out []string
+	for _, id := range ev.PrevEvents() {
+		se, err := e.storedEvent(ctx, id)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			out = append(out, id)
+		case err != nil:
+			return nil, err
+		case se.Outlier:
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
+
+// judge applies the three authorization checks to ev, whose prev events
+// are held with their state (or whose state before is given as override),
+// and persists it with its outcome.
+func (e *Engine) judge(ctx context.Context, origin string, v rooms.Version, ev *rooms.Event, override rooms.StateMap) error {
+	create, err := e.roomCreate(ctx, ev.RoomID())
+	if err != nil {
+		return err
+	}
+	authEvs, err := e.authEvents(ctx, origin, v, ev)
+	if err != nil {
+		return err
+	}
+	// The state before is computed first so that a rejected event is
+	// stored with it: later events naming it as a prev event then have a
+	// state to start from.
+	before, ref, stateErr := e.stateBefore(ctx, v, ev, override)
+	if stateErr != nil && !errors.Is(stateErr, errNoPrevState) {
+		return stateErr
+	}
+	isRejected := func(id string) bool {
+		se, err := e.storedEvent(ctx, id)
+		return err == nil && se.Rejected
+	}
+	if err := rooms.CheckAuthEvents(ev, authEvs, create, isRejected); err != nil {
+		return e.persistRejected(ctx, ev, ref, "auth events: "+err.Error())
+	}
+	if stateErr != nil {
+		return e.persistRejected(ctx, ev, nil, stateErr.Error())
+	}
+	beforeEvs, err := e.loadState(ctx, before, authKeys(ev))
+	if err != nil {
+		return err
+	}
+	if err := rooms.CheckAuth(ev, beforeEvs); err != nil {
+		return e.persistRejected(ctx, ev, ref, "state before the event: "+err.Error())
+	}
+	current, err := e.currentStateFor(ctx, ev.RoomID(), authKeys(ev))
+	if err != nil {
+		return err
+	}
+	if err := rooms.CheckAuth(ev, current); err != nil {
+		e.Logger.Info().Str(fieldOrigin, origin).Str(fieldEventID, ev.EventID()).Err(err).Msg("event soft-failed")
+		return e.persist(ctx, store.Batch{Events: []store.NewEvent{{Event: ev, Outcome: store.SoftFailed, StateBefore: ref}}})
+	}
+	curRef, err := e.currentAfter(ctx, v, ev, before)
+	if err != nil {
+		return err
+	}
+	batch := store.Batch{
+		Events:       []store.NewEvent{{Event: ev, Outcome: store.Accepted, StateBefore: ref}},
+		CurrentState: curRef,
+		HostLog:      []store.HostLogEntry{{Kind: store.HostEvent, RoomID: ev.RoomID(), EventID: ev.EventID()}},
+	}
+	if err := e.persist(ctx, batch); err != nil {
+		return err
+	}
+	e.Logger.Debug().Str(fieldOrigin, origin).Str(fieldEventID, ev.EventID()).Msg("event accepted")
+	return e.applyRedaction(ctx, ev, beforeEvs)
+}
+
+func (e *Engine) persist(ctx context.Context, b store.Batch) error {
+	ids := make([]string, 0, len(b.Events))
+	for _, ne := range b.Events {
+		ids = append(ids, ne.Event.EventID())
+	}
+	e.forget(ids...)
+	_, err := e.Store.PersistEvents(ctx, b)
+	e.forget(ids...)
+	return err
+}
+
+// persistRejected stores ev as rejected and returns the per-PDU error.
+func (e *Engine) persistRejected(ctx context.Context, ev *rooms.Event, ref *store.StateRef, reason string) error {
+	err := e.persist(ctx, store.Batch{Events: []store.NewEvent{{Event: ev, Outcome: store.Rejected, RejectedReason: reason, StateBefore: ref}}})
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: %s", ErrRejected, reason)
+}
+
+// roomCreate returns the room's create event.
+func (e *Engine) roomCreate(ctx context.Context, roomID string) (*rooms.Event, error) {
+	id, err := e.Store.CurrentStateEvent(ctx, roomID, store.StateKey(rooms.CreateTuple))
+	if err != nil {
+		return nil, fmt.Errorf("room %s create event: %w", roomID, err)
+	}
+	se, err := e.storedEvent(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("room %s create event: %w", roomID, err)
+	}
+	return se.Event, nil
+}
+
+// authEvents returns the held auth events of ev, fetching missing ones
+// from origin. Events that stay missing are left out; the auth events
+// check then rejects ev.
+func (e *Engine) authEvents(ctx context.Context, origin string, v rooms.Version, ev *rooms.Event) ([]*rooms.Event, error) {
+	out := make([]*rooms.Event, 0, len(ev.AuthEvents()))
+	budget := e.maxFetched()
+	for _, id := range ev.AuthEvents() {
+		se, err := e.storedEvent(ctx, id)
+		if errors.Is(err, store.ErrNotFound) && e.Remote != nil && budget > 0 {
+			e.fetchOutliers(ctx, origin, v, []string{id}, &budget)
+			se, err = e.storedEvent(ctx, id)
+		}
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, se.Event)
+	}
+	return out, nil
+}
+
+// errNoPrevState is matched when the state before an event cannot be
+// computed because its prev events are not held with their state.
+var errNoPrevState = errors.New("prev events are not held with their state")
+
+// stateBefore computes the state before ev: the resolution of the states
+// after its prev events, or override. It returns the state and how to
+// store it.
+func (e *Engine) stateBefore(ctx context.Context, v rooms.Version, ev *rooms.Event, override rooms.StateMap) (rooms.StateMap, *store.StateRef, error) {
+	if override != nil {
+		return override, &store.StateRef{Changes: toStore(override)}, nil
+	}
+	prevs := ev.PrevEvents()
+	states := make([]rooms.StateMap, 0, len(prevs))
+	var first string
+	for _, id := range prevs {
+		st, err := e.Store.StateAfter(ctx, id)
+		if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrNoState) {
+			return nil, nil, fmt.Errorf("%w: %s", errNoPrevState, id)
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		if first == "" {
+			first = id
+		}
+		states = append(states, toRooms(st))
+	}
+	if len(states) == 0 {
+		return nil, nil, fmt.Errorf("%w: the event has no prev events", errNoPrevState)
+	}
+	if len(states) == 1 {
+		return states[0], &store.StateRef{AfterEvent: first}, nil
+	}
+	src := &eventSource{ctx: ctx, e: e}
+	resolved, err := rooms.ResolveState(v, states, src, e.chainCache(ev.RoomID()))
+	if err != nil {
+		return nil, nil, fmt.Errorf("state resolution before %s: %w", ev.EventID(), err)
+	}
+	delta := store.StateMap{}
+	for k, id := range resolved {
+		if states[0][k] != id {
+			delta[store.StateKey(k)] = id
+		}
+	}
+	for k := range states[0] {
+		if _, ok := resolved[k]; !ok {
+			delta[store.StateKey(k)] = ""
+		}
+	}
+	return resolved, &store.StateRef{AfterEvent: first, Changes: delta}, nil
+}
+
+// currentAfter computes the room's current state once ev is accepted: the
+// resolution of the states at the new forward extremities.
+func (e *Engine) currentAfter(ctx context.Context, v rooms.Version, ev *rooms.Event, before rooms.StateMap) (*store.StateRef, error) {
+	exts, err := e.Store.ForwardExtremities(ctx, ev.RoomID())
+	if err != nil {
+		return nil, err
+	}
+	var others []string
+	for _, x := range exts {
+		if !slices.Contains(ev.PrevEvents(), x) {
+			others = append(others, x)
+		}
+	}
+	if len(others) == 0 {
+		return &store.StateRef{AfterEvent: ev.EventID()}, nil
+	}
+	after := make(rooms.StateMap, len(before)+1)
+	for k, id := range before {
+		after[k] = id
+	}
+	if k, ok := rooms.StateTupleOf(ev); ok {
+		after[k] = ev.EventID()
+	}
+	states := []rooms.StateMap{after}
+	for _, x := range others {
+		st, err := e.Store.StateAfter(ctx, x)
+		if err != nil {
+			return nil, fmt.Errorf("state after extremity %s: %w", x, err)
+		}
+		states = append(states, toRooms(st))
+	}
+	src := &eventSource{ctx: ctx, e: e, extra: map[string]*rooms.Event{ev.EventID(): ev}}
+	delta, err := rooms.ResolveStateDelta(v, states, src, e.chainCache(ev.RoomID()))
+	if err != nil {
+		return nil, fmt.Errorf("current state resolution: %w", err)
+	}
+	return &store.StateRef{AfterEvent: ev.EventID(), Changes: toStore(delta)}, nil
+}
+
+func (e *Engine) maxFetched() int {
+	if e.MaxFetchedEvents > 0 {
+		return e.MaxFetchedEvents
+	}
+	return DefaultMaxFetchedEvents
+}
