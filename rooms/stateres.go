@@ -126,6 +126,11 @@ func (m StateMap) Range(fn func(k StateTuple, eventID string) bool) {
 	}
 }
 
+var (
+	_ StateLookup = StateMap(nil)
+	_ StateLookup = (*unconflictedView)(nil)
+)
+
 // SplitStates is a set of states to resolve, already divided as the spec's
 // "Unconflicted state map and conflicted state set" definition divides
 // them: a key every state holds with the same event is unconflicted, any
