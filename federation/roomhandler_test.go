@@ -102,6 +102,8 @@ type scriptedRooms struct {
 	mu      sync.Mutex
 	events  map[string]*rooms.Event
 	missing [][]byte // the answer to /get_missing_events
+	// stateIDs and chainIDs answer /state_ids when stateIDs is set.
+	stateIDs, chainIDs []string
 	asked   []string // endpoints asked, in order
 }
 
@@ -169,7 +171,12 @@ func (s *scriptedRooms) Event(_ context.Context, _ string, eventID string) ([]by
 
 func (s *scriptedRooms) StateIDs(context.Context, string, string, string) ([]string, []string, error) {
 	s.record("state_ids")
-	return nil, nil, errScriptedNotFound
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stateIDs == nil {
+		return nil, nil, errScriptedNotFound
+	}
+	return s.stateIDs, s.chainIDs, nil
 }
 
 func (s *scriptedRooms) State(context.Context, string, string, string) ([][]byte, [][]byte, error) {

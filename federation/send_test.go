@@ -211,6 +211,52 @@ func testInboundPipeline(t *testing.T, version string) {
 		t.Fatalf("extremities after the gap: %v", ext)
 	}
 
+	// A gap get_missing_events does not fill: dave's join is never sent
+	// and the remote answers /get_missing_events with nothing, so Ferry
+	// takes the state at dave's message from /state_ids, fetches the
+	// join with /event as an outlier and accepts the message.
+	dave := "@dave:remote.test"
+	w.script.mu.Lock()
+	w.script.missing = nil
+	w.script.mu.Unlock()
+	daveJoin := rr.build(eventSpec{typ: "m.room.member", stateKey: rooms.StringPtr(dave), sender: dave, content: map[string]any{"membership": "join"}})
+	rr.apply(daveJoin)
+	daveMsg := w.message(dave, "hello from a gap", []string{daveJoin.EventID()})
+	w.script.add(daveJoin)
+	w.script.mu.Lock()
+	for _, ev := range rr.state {
+		w.script.stateIDs = append(w.script.stateIDs, ev.EventID())
+	}
+	for _, id := range daveJoin.AuthEvents() {
+		w.script.chainIDs = append(w.script.chainIDs, id)
+	}
+	w.script.mu.Unlock()
+	res = rr.send("t-state-gap", daveMsg)
+	expectAccepted(t, res, daveMsg)
+	if se := f.stored(t, daveMsg.EventID()); se.SoftFailed || se.Outlier {
+		t.Fatalf("dave's message: soft-failed %v, outlier %v", se.SoftFailed, se.Outlier)
+	}
+	if w.script.askedFor("state_ids") != 1 || w.script.askedFor("event") == 0 {
+		t.Fatalf("remote was asked %v, want state_ids once and event", w.script.asked)
+	}
+	if se := f.stored(t, daveJoin.EventID()); !se.Outlier {
+		t.Fatal("the join fetched for the state is not an outlier")
+	}
+	if ext := rr.extremities(); !slices.Equal(ext, sortedIDs(gap[5], daveMsg)) {
+		t.Fatalf("extremities after the state gap: %v", ext)
+	}
+	if members, _ := f.db.Members(ctx, roomID, "join"); !slices.Contains(members, dave) {
+		t.Fatalf("current members %v lack dave after resolution", members)
+	}
+
+	// Bob redacts his own message: the stored copy is redacted.
+	redaction := buildRedaction(t, rr, bob, m1.EventID())
+	res = rr.send("t-redact", redaction)
+	expectAccepted(t, res, redaction)
+	if se := f.stored(t, m1.EventID()); !se.Redacted || len(se.Event.Content()) != 0 {
+		t.Fatalf("redacted message: redacted %v, content %v", se.Redacted, se.Event.Content())
+	}
+
 	// The same transaction ID again, with other content: answered from
 	// the store, not processed.
 	replay := w.message(bob, "never processed", nil)
@@ -412,4 +458,39 @@ func verifyReads(t *testing.T, w *inboundWorld, at *rooms.Event) {
 	if !errors.As(err, &herr) || herr.Status != 404 {
 		t.Fatalf("unknown room: %v, want 404", err)
 	}
+}
+
+// sortedIDs returns the events' IDs, sorted.
+func sortedIDs(evs ...*rooms.Event) []string {
+	out := make([]string, len(evs))
+	for i, ev := range evs {
+		out[i] = ev.EventID()
+	}
+	slices.Sort(out)
+	return out
+}
+
+// buildRedaction builds a redaction of target; the builder puts the
+// target where the room version wants it.
+func buildRedaction(t *testing.T, rr *remoteRoom, sender, target string) *rooms.Event {
+	t.Helper()
+	prev := rr.extremities()
+	var depth int64
+	for _, id := range prev {
+		depth = max(depth, rr.lookup(id).Depth())
+	}
+	rr.ts++
+	tmpl := rooms.EventTemplate{Type: "m.room.redaction", Sender: sender, RoomID: rr.roomID, Content: map[string]any{},
+		PrevEvents: prev, Depth: depth + 1, OriginServerTS: rr.ts, Redacts: target}
+	for _, k := range rooms.AuthSelectionFor(rr.v, tmpl) {
+		if ev := rr.state[k]; ev != nil {
+			tmpl.AuthEvents = append(tmpl.AuthEvents, ev.EventID())
+		}
+	}
+	ev, err := rooms.BuildEvent(rr.v, tmpl, rr.node.signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr.events[ev.EventID()] = ev
+	return ev
 }

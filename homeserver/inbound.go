@@ -248,7 +248,7 @@ func (e *Engine) judge(ctx context.Context, origin string, v rooms.Version, ev *
 	if err := rooms.CheckAuth(ev, beforeEvs); err != nil {
 		return e.persistRejected(ctx, ev, ref, "state before the event: "+err.Error())
 	}
-	current, err := e.currentStateFor(ctx, ev.RoomID(), authKeys(ev))
+	current, err := e.stateForSoftFail(ctx, v, ev, before)
 	if err != nil {
 		return err
 	}
@@ -378,6 +378,35 @@ func (e *Engine) stateBefore(ctx context.Context, v rooms.Version, ev *rooms.Eve
 		}
 	}
 	return resolved, &store.StateRef{AfterEvent: first, Changes: delta}, nil
+}
+
+// stateForSoftFail returns the state ev is judged by for soft failure
+// (the auth keys of it): the room's current state when ev's prev events
+// are exactly the forward extremities, else the resolution of the current
+// state and the state before ev, which is what the current state becomes
+// if ev is accepted. A fork thus soft-fails an event only when the room's
+// newer state forbids it, not merely because its branch is not yet known
+// to the current state.
+func (e *Engine) stateForSoftFail(ctx context.Context, v rooms.Version, ev *rooms.Event, before rooms.StateMap) (map[rooms.StateTuple]*rooms.Event, error) {
+	exts, err := e.Store.ForwardExtremities(ctx, ev.RoomID())
+	if err != nil {
+		return nil, err
+	}
+	prevs := slices.Clone(ev.PrevEvents())
+	slices.Sort(prevs)
+	if slices.Equal(slices.Compact(prevs), exts) {
+		return e.currentStateFor(ctx, ev.RoomID(), authKeys(ev))
+	}
+	cur, err := e.Store.CurrentState(ctx, ev.RoomID())
+	if err != nil {
+		return nil, err
+	}
+	src := &eventSource{ctx: ctx, e: e}
+	resolved, err := rooms.ResolveState(v, []rooms.StateMap{toRooms(cur), before}, src, e.chainCache(ev.RoomID()))
+	if err != nil {
+		return nil, fmt.Errorf("soft-fail state resolution: %w", err)
+	}
+	return e.loadState(ctx, resolved, authKeys(ev))
 }
 
 // currentAfter computes the room's current state once ev is accepted: the
