@@ -104,7 +104,7 @@ type scriptedRooms struct {
 	missing [][]byte // the answer to /get_missing_events
 	// stateIDs and chainIDs answer /state_ids when stateIDs is set.
 	stateIDs, chainIDs []string
-	asked   []string // endpoints asked, in order
+	asked              []string // endpoints asked, in order
 }
 
 func newScriptedRooms() *scriptedRooms {
