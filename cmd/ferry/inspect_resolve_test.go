@@ -130,3 +130,51 @@ func TestInspectResolve_BadInput(t *testing.T) {
 		}
 	})
 }
+
+// FuzzInspectResolve feeds arbitrary input to `ferry inspect resolve`: it
+// either prints a resolved state or exits 1 with a message, and never
+// panics. The seeds are the state_resolution vectors and a few broken
+// inputs.
+func FuzzInspectResolve(f *testing.F) {
+	data, err := os.ReadFile("../../testdata/testvectors.json")
+	if err != nil {
+		f.Fatal(err)
+	}
+	var file struct {
+		Vectors []map[string]json.RawMessage `json:"vectors"`
+	}
+	if err := json.Unmarshal(data, &file); err != nil {
+		f.Fatal(err)
+	}
+	for _, v := range file.Vectors {
+		if string(v["kind"]) != `"state_resolution"` {
+			continue
+		}
+		input, err := json.Marshal(map[string]json.RawMessage{"room_version": v["room_version"], "pdus": v["pdus"], "state_sets": v["state_sets"]})
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(input)
+	}
+	f.Add([]byte(`{"room_version": "12", "pdus": [{"event_id": "$a", "type": "m.room.create", "state_key": "", "sender": "@a:x", "content": {}, "auth_events": ["$a"], "prev_events": []}], "state_sets": [["$a"], []]}`))
+	f.Add([]byte(`{"room_version": "10", "pdus": [{"event_id": 5}], "state_sets": [[]]}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, input []byte) {
+		var stdout, stderr bytes.Buffer
+		switch code := runMain([]string{"inspect", "resolve"}, bytes.NewReader(input), &stdout, &stderr); code {
+		case 0:
+			var out struct {
+				State map[string]string `json:"state"`
+			}
+			if err := json.Unmarshal(stdout.Bytes(), &out); err != nil || out.State == nil {
+				t.Fatalf("exit 0 with output %q", stdout.String())
+			}
+		case 1:
+			if stderr.Len() == 0 || stdout.Len() != 0 {
+				t.Fatalf("exit 1 with stdout %q, stderr %q", stdout.String(), stderr.String())
+			}
+		default:
+			t.Fatalf("exit %d", code)
+		}
+	})
+}
