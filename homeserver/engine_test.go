@@ -1,0 +1,373 @@
+package homeserver_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ferry-matrix/ferry/homeserver"
+	"github.com/ferry-matrix/ferry/rooms"
+	"github.com/ferry-matrix/ferry/rooms/roomstest"
+	"github.com/ferry-matrix/ferry/store"
+	"github.com/ferry-matrix/ferry/store/storetest"
+)
+
+const (
+	ourName = "hs.test"
+	remote  = "remote.test"
+	alice   = "@alice:hs.test"
+	bob     = "@bob:remote.test"
+)
+
+// testKeys verifies signatures with roomstest's deterministic keys.
+type testKeys struct{}
+
+func (testKeys) KeyLookup(context.Context) rooms.KeyLookup { return roomstest.Keys{} }
+
+func newEngine(t *testing.T) *homeserver.Engine {
+	t.Helper()
+	return &homeserver.Engine{
+		ServerName: ourName, Signer: roomstest.Key(ourName), Store: storetest.Open(t), Keys: testKeys{},
+		Logger: zerolog.New(zerolog.NewTestWriter(t)),
+	}
+}
+
+// remoteEvent builds an event of a remote user on the room's current
+// state and forward extremities, as a remote server would.
+func remoteEvent(t testing.TB, e *homeserver.Engine, roomID string, typ string, stateKey *string, sender string, content map[string]any) *rooms.Event {
+	t.Helper()
+	ev, err := buildRemote(e, roomID, typ, stateKey, sender, content)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+// buildRemote is remoteEvent for goroutines other than the test's.
+func buildRemote(e *homeserver.Engine, roomID string, typ string, stateKey *string, sender string, content map[string]any) (*rooms.Event, error) {
+	ctx := context.Background()
+	room, err := e.Store.Room(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	v, err := rooms.LookupVersion(room.Version)
+	if err != nil {
+		return nil, err
+	}
+	prev, err := e.Store.ForwardExtremities(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	var depth int64
+	for _, id := range prev {
+		se, err := e.Store.Event(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		depth = max(depth, se.Event.Depth())
+	}
+	tmpl := rooms.EventTemplate{Type: typ, StateKey: stateKey, Sender: sender, RoomID: roomID, Content: content,
+		PrevEvents: prev, Depth: depth + 1, OriginServerTS: 1_700_000_000_000 + depth}
+	for _, k := range rooms.AuthSelectionFor(v, tmpl) {
+		id, err := e.Store.CurrentStateEvent(ctx, roomID, store.StateKey(k))
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		tmpl.AuthEvents = append(tmpl.AuthEvents, id)
+	}
+	return rooms.BuildEvent(v, tmpl, roomstest.UserKey(sender))
+}
+
+func receive(t testing.TB, e *homeserver.Engine, origin string, evs ...*rooms.Event) map[string]error {
+	t.Helper()
+	raws := make([][]byte, len(evs))
+	for i, ev := range evs {
+		raws[i] = ev.JSON()
+	}
+	return e.ReceivePDUs(context.Background(), origin, raws)
+}
+
+func joinRemote(t testing.TB, e *homeserver.Engine, roomID, user string) *rooms.Event {
+	t.Helper()
+	join := remoteEvent(t, e, roomID, "m.room.member", rooms.StringPtr(user), user, map[string]any{"membership": "join"})
+	if err := receive(t, e, roomstest.ServerOf(user), join)[join.EventID()]; err != nil {
+		t.Fatalf("join of %s: %v", user, err)
+	}
+	return join
+}
+
+func TestEngine_CreateRoom(t *testing.T) {
+	for _, version := range rooms.SupportedVersionIDs() {
+		t.Run("v"+version, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			e := newEngine(t)
+			roomID, err := e.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: version, Preset: homeserver.PresetPrivateChat})
+			if err != nil {
+				t.Fatal(err)
+			}
+			v, _ := rooms.LookupVersion(version)
+			if _, err := rooms.ParseRoomIDFor(v, roomID); err != nil {
+				t.Fatalf("room ID %s: %v", roomID, err)
+			}
+			state, err := e.Store.CurrentState(ctx, roomID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range []store.StateKey{{Type: "m.room.create", StateKey: ""}, {Type: "m.room.member", StateKey: alice}, {Type: "m.room.power_levels", StateKey: ""}, {Type: "m.room.join_rules", StateKey: ""}, {Type: "m.room.history_visibility", StateKey: ""}} {
+				if state[k] == "" {
+					t.Fatalf("current state lacks %v", k)
+				}
+			}
+			jr, err := e.Store.Event(ctx, state[store.StateKey{Type: "m.room.join_rules", StateKey: ""}])
+			if err != nil || jr.Event.Content()["join_rule"] != "invite" {
+				t.Fatalf("join rules %v, %v", jr, err)
+			}
+			ext, err := e.Store.ForwardExtremities(ctx, roomID)
+			if err != nil || len(ext) != 1 || ext[0] != state[store.StateKey{Type: "m.room.history_visibility", StateKey: ""}] {
+				t.Fatalf("extremities %v, %v", ext, err)
+			}
+			log, err := e.Store.ReadHostLog(ctx, 0, 100)
+			if err != nil || len(log) != 5 {
+				t.Fatalf("host log has %d entries (%v), want the 5 events", len(log), err)
+			}
+			room, err := e.Store.Room(ctx, roomID)
+			if err != nil || room.Status != store.RoomCreated {
+				t.Fatalf("room %+v, %v", room, err)
+			}
+		})
+	}
+}
+
+func TestEngine_CreateRoom_BadRequests(t *testing.T) {
+	e := newEngine(t)
+	ctx := context.Background()
+	for name, req := range map[string]homeserver.CreateRoomRequest{
+		"unknown version": {Creator: alice, Version: "1"},
+		"remote creator":  {Creator: bob, Version: "10"},
+		"bad creator":     {Creator: "alice", Version: "10"},
+		"unknown preset":  {Creator: alice, Version: "10", Preset: "trusted_private_chat_x"},
+	} {
+		_, err := e.CreateRoom(ctx, req)
+		var he *homeserver.Error
+		if !errors.As(err, &he) || !he.BadRequest() {
+			t.Errorf("%s: %v, want a bad request", name, err)
+		}
+	}
+}
+
+func TestEngine_SendEvent(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(t)
+	roomID, err := e.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: "12", Preset: homeserver.PresetPublicChat})
+	if err != nil {
+		t.Fatal(err)
+	}
+	joinRemote(t, e, roomID, bob)
+
+	// A local message is queued for the remote server.
+	msg, err := e.SendEvent(ctx, roomID, homeserver.LocalEvent{Type: "m.room.message", Sender: alice, Content: map[string]any{"body": "hi"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dests, err := e.Store.PendingDestinations(ctx); err != nil || !slices.Equal(dests, []string{remote}) {
+		t.Fatalf("pending destinations %v, %v", dests, err)
+	}
+	if ext, _ := e.Store.ForwardExtremities(ctx, roomID); !slices.Equal(ext, []string{msg.EventID()}) {
+		t.Fatalf("extremities %v", ext)
+	}
+
+	// A local user who is not joined is refused.
+	_, err = e.SendEvent(ctx, roomID, homeserver.LocalEvent{Type: "m.room.message", Sender: "@mallory:hs.test", Content: map[string]any{"body": "x"}})
+	var he *homeserver.Error
+	if !errors.As(err, &he) || !he.Forbidden() {
+		t.Fatalf("non-member: %v, want forbidden", err)
+	}
+	// So is a room we are not in.
+	_, err = e.SendEvent(ctx, "!nowhere:hs.test", homeserver.LocalEvent{Type: "m.room.message", Sender: alice})
+	if !errors.As(err, &he) || !he.NotFound() {
+		t.Fatalf("unknown room: %v, want not found", err)
+	}
+
+	// The admin redacts bob's message: the stored copy is redacted.
+	bobMsg := remoteEvent(t, e, roomID, "m.room.message", nil, bob, map[string]any{"body": "secret"})
+	if err := receive(t, e, remote, bobMsg)[bobMsg.EventID()]; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.SendEvent(ctx, roomID, homeserver.LocalEvent{Type: "m.room.redaction", Sender: alice, Redacts: bobMsg.EventID(), Content: map[string]any{}}); err != nil {
+		t.Fatal(err)
+	}
+	se, err := e.Store.Event(ctx, bobMsg.EventID())
+	if err != nil || !se.Redacted || len(se.Event.Content()) != 0 {
+		t.Fatalf("redacted event: %+v, %v", se, err)
+	}
+}
+
+// TestEngine_ParallelRooms receives joins and messages for several rooms
+// at once; each room's events are serialized, rooms run in parallel.
+func TestEngine_ParallelRooms(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(t)
+	const nRooms, nMessages = 4, 5
+	roomIDs := make([]string, nRooms)
+	for i := range roomIDs {
+		var err error
+		if roomIDs[i], err = e.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: "10", Preset: homeserver.PresetPublicChat}); err != nil {
+			t.Fatal(err)
+		}
+		joinRemote(t, e, roomIDs[i], bob)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, nRooms*nMessages*2)
+	for _, roomID := range roomIDs {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for i := range nMessages {
+				ev, err := buildRemote(e, roomID, "m.room.message", nil, bob, map[string]any{"body": fmt.Sprint(i)})
+				if err != nil {
+					errs <- err
+					continue
+				}
+				if err := e.ReceivePDUs(ctx, remote, [][]byte{ev.JSON()})[ev.EventID()]; err != nil {
+					errs <- err
+				}
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for i := range nMessages {
+				if _, err := e.SendEvent(ctx, roomID, homeserver.LocalEvent{Type: "m.room.message", Sender: alice, Content: map[string]any{"body": fmt.Sprint(i)}}); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		// A remote event built on extremities a concurrent local event
+		// replaced forks the room, which must still be accepted.
+		t.Error(err)
+	}
+	for _, roomID := range roomIDs {
+		log, err := e.Store.ReadHostLog(ctx, 0, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, r := range log {
+			if r.RoomID == roomID {
+				n++
+			}
+		}
+		if want := 5 + 1 + 2*nMessages; n != want {
+			t.Fatalf("room %s: %d host log entries, want %d", roomID, n, want)
+		}
+	}
+}
+
+func TestEngine_EDUs(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(t)
+	roomID, err := e.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: "10", Preset: homeserver.PresetPublicChat})
+	if err != nil {
+		t.Fatal(err)
+	}
+	joinRemote(t, e, roomID, bob)
+	typing := func(user string) []byte {
+		return []byte(fmt.Sprintf(`{"room_id":%q,"user_id":%q,"typing":true}`, roomID, user))
+	}
+	if err := e.ReceiveEDU(ctx, remote, "m.typing", typing(bob)); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct {
+		origin, typ string
+		content     []byte
+		want        string
+	}{
+		"user of another server": {remote, "m.typing", typing(alice), "not a user of"},
+		"not joined":             {remote, "m.typing", typing("@carol:remote.test"), "not joined"},
+		"unknown room":           {remote, "m.typing", []byte(`{"room_id":"!x:hs.test","user_id":"@bob:remote.test","typing":true}`), "not in room"},
+		"missing fields":         {remote, "m.typing", []byte(`{"room_id":"!x:hs.test"}`), "required"},
+		"receipt of a stranger":  {remote, "m.receipt", []byte(fmt.Sprintf(`{%q:{"m.read":{"@carol:remote.test":{"event_ids":[]}}}}`, roomID)), "not joined"},
+		"not JSON":               {remote, "m.typing", []byte(`{`), "JSON"},
+	} {
+		err := e.ReceiveEDU(ctx, c.origin, c.typ, c.content)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error containing %q", name, err, c.want)
+		}
+	}
+	if err := e.ReceiveEDU(ctx, remote, "m.presence", []byte(`{"push":[]}`)); err != nil {
+		t.Fatalf("other EDU types are ignored without error: %v", err)
+	}
+	log, err := e.Store.ReadHostLog(ctx, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var edus []string
+	for _, r := range log {
+		if r.Kind == store.HostEDU {
+			edus = append(edus, string(r.Payload))
+		}
+	}
+	if len(edus) != 1 || !strings.Contains(edus[0], `"type":"m.typing"`) {
+		t.Fatalf("host log EDUs %q, want bob's typing only", edus)
+	}
+}
+
+func TestEngine_ReadsRefused(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(t)
+	roomID, err := e.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: "10"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ext, _ := e.Store.ForwardExtremities(ctx, roomID)
+	var he *homeserver.Error
+	// A server with no member in the room may not read it.
+	if _, _, err := e.StateIDs(ctx, remote, roomID, ext[0]); !errors.As(err, &he) || !he.Forbidden() {
+		t.Fatalf("state_ids by a stranger: %v", err)
+	}
+	if _, err := e.Event(ctx, remote, ext[0]); !errors.As(err, &he) || !he.Forbidden() {
+		t.Fatalf("event by a stranger: %v", err)
+	}
+	if _, err := e.Backfill(ctx, remote, "!unknown:hs.test", ext, 5); !errors.As(err, &he) || !he.NotFound() {
+		t.Fatalf("backfill of an unknown room: %v", err)
+	}
+	// PDUs for a room we are not in are dropped with a per-PDU error.
+	ev := remoteEvent(t, e, roomID, "m.room.message", nil, bob, map[string]any{"body": "x"})
+	obj := ev.Object()
+	other := map[string]any{}
+	for k, v := range obj {
+		other[k] = v
+	}
+	other["room_id"] = "!other:remote.test"
+	if err := rooms.SignEvent(ev.Version(), other, roomstest.Key(remote)); err != nil {
+		t.Fatal(err)
+	}
+	elsewhere, err := rooms.NewEventFromObject(ev.Version(), other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := receive(t, e, remote, elsewhere)[elsewhere.EventID()]; !errors.Is(err, homeserver.ErrDropped) {
+		t.Fatalf("PDU for an unknown room: %v, want dropped", err)
+	}
+	// A join to an invite-only room is rejected and stored as such.
+	join := remoteEvent(t, e, roomID, "m.room.member", rooms.StringPtr(bob), bob, map[string]any{"membership": "join"})
+	if err := receive(t, e, remote, join)[join.EventID()]; !errors.Is(err, homeserver.ErrRejected) {
+		t.Fatalf("join of an invite-only room: %v, want rejected", err)
+	}
+	if se, err := e.Store.Event(ctx, join.EventID()); err != nil || !se.Rejected {
+		t.Fatalf("rejected join stored as %+v, %v", se, err)
+	}
+}
