@@ -37,7 +37,7 @@ type roomNode struct {
 
 // newRoomNode prepares a node: keys, resolver, client and ring. start
 // serves it with the room handler.
-func newRoomNode(t *testing.T, pki *testPKI, name string, seed byte) *roomNode {
+func newRoomNode(t testing.TB, pki *testPKI, name string, seed byte) *roomNode {
 	t.Helper()
 	own := testKeys(t, seed)
 	log := zerolog.New(zerolog.NewTestWriter(t)).With().Str("node", name).Logger()
@@ -58,7 +58,7 @@ func newRoomNode(t *testing.T, pki *testPKI, name string, seed byte) *roomNode {
 }
 
 // start serves the node's routes and the room routes of h over TLS.
-func (n *roomNode) start(t *testing.T, pki *testPKI, h RoomHandler) {
+func (n *roomNode) start(t testing.TB, pki *testPKI, h RoomHandler) {
 	t.Helper()
 	r := mux.NewRouter().SkipClean(true).UseEncodedPath()
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { writeError(w, r, ErrUnrecognized) })
@@ -84,7 +84,7 @@ type ferryNode struct {
 	engine *homeserver.Engine
 }
 
-func startFerry(t *testing.T, pki *testPKI, name string) *ferryNode {
+func startFerry(t testing.TB, pki *testPKI, name string) *ferryNode {
 	t.Helper()
 	n := newRoomNode(t, pki, name, 41)
 	db := storetest.Open(t)
@@ -207,7 +207,7 @@ var (
 // the room's events and state, to build events the way a real server
 // would.
 type remoteRoom struct {
-	t      *testing.T
+	t      testing.TB
 	v      rooms.Version
 	roomID string
 	node   *roomNode
@@ -219,7 +219,7 @@ type remoteRoom struct {
 
 // newRemoteRoom loads the room's current state from Ferry's store: what a
 // remote learns from make_join / send_join in a real join.
-func newRemoteRoom(t *testing.T, node *roomNode, ferry *ferryNode, roomID string) *remoteRoom {
+func newRemoteRoom(t testing.TB, node *roomNode, ferry *ferryNode, roomID string) *remoteRoom {
 	t.Helper()
 	ctx := context.Background()
 	room, err := ferry.db.Room(ctx, roomID)

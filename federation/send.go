@@ -134,6 +134,11 @@ func handleSend(h RoomHandler, serial *originSerial) authedHandlerFunc {
 				log.Info().Err(err).Str(fieldOrigin, in.Origin).Str("edu_type", edu.Type).Msg("EDU ignored")
 			}
 		}
+		if err := ctx.Err(); err != nil {
+			// The request ended while processing: what was committed stays,
+			// but no answer is stored, so the retry processes the rest.
+			return fmt.Errorf("transaction %s from %s: %w", txnID, in.Origin, err)
+		}
 		resp, err := json.Marshal(map[string]any{"pdus": results})
 		if err != nil {
 			return fmt.Errorf("transaction %s: encode answer: %w", txnID, err)

@@ -29,7 +29,7 @@ const (
 	carol = "@carol:remote.test"
 )
 
-func newInboundWorld(t *testing.T, version string) *inboundWorld {
+func newInboundWorld(t testing.TB, version string) *inboundWorld {
 	t.Helper()
 	pki := newTestPKI(t)
 	ferry := startFerry(t, pki, "ferry.test")
@@ -47,7 +47,7 @@ func newInboundWorld(t *testing.T, version string) *inboundWorld {
 }
 
 // join sends the remote user's join and checks it was accepted.
-func (w *inboundWorld) join(t *testing.T, txnID, user string) *rooms.Event {
+func (w *inboundWorld) join(t testing.TB, txnID, user string) *rooms.Event {
 	t.Helper()
 	ev := w.room.build(eventSpec{typ: "m.room.member", stateKey: rooms.StringPtr(user), sender: user, content: map[string]any{"membership": "join"}})
 	if res := w.room.send(txnID, ev); res[ev.EventID()] != "" {
