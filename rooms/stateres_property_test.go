@@ -5,6 +5,7 @@ import (
 	"maps"
 	"math/rand"
 	"sort"
+	"sync"
 	"testing"
 
 	"github.com/ferry-matrix/ferry/rooms"
@@ -116,20 +117,50 @@ func srRandomEvent(b *roomstest.Room, rng *rand.Rand) bool {
 	}
 }
 
+// srPropertyCase is one random room: its events and its branches' states.
+type srPropertyCase struct {
+	seed   int64
+	events []*rooms.Event
+	states []rooms.StateMap
+}
+
+// srPropertyCases holds the random rooms per room version, built once for
+// all property tests (signing dominates their cost).
+var srPropertyCases struct {
+	sync.Mutex
+	byVersion map[string][]srPropertyCase
+}
+
+func srRandomCases(t *testing.T, v rooms.Version) []srPropertyCase {
+	srPropertyCases.Lock()
+	defer srPropertyCases.Unlock()
+	if cases, ok := srPropertyCases.byVersion[v.ID]; ok {
+		return cases
+	}
+	var cases []srPropertyCase
+	for i := int64(0); i < srPropertySeeds; i++ {
+		seed := srPropertySeedBase + i
+		root, branches := srRandomRoom(t, v, seed)
+		c := srPropertyCase{seed: seed, events: root.Events()}
+		for _, b := range branches {
+			c.states = append(c.states, srStateIDs(b))
+		}
+		cases = append(cases, c)
+	}
+	if srPropertyCases.byVersion == nil {
+		srPropertyCases.byVersion = map[string][]srPropertyCase{}
+	}
+	srPropertyCases.byVersion[v.ID] = cases
+	return cases
+}
+
 // srProperty runs check over random rooms of both room versions.
 func srProperty(t *testing.T, check func(t *testing.T, seed int64, v rooms.Version, src *rooms.EventSet, events []*rooms.Event, states []rooms.StateMap)) {
 	srForEachVersion(t, func(t *testing.T, v rooms.Version) {
-		for i := int64(0); i < srPropertySeeds; i++ {
-			seed := srPropertySeedBase + i
-			root, branches := srRandomRoom(t, v, seed)
-			states := make([]rooms.StateMap, len(branches))
-			for j, b := range branches {
-				states[j] = srStateIDs(b)
-			}
-			events := root.Events()
-			check(t, seed, v, rooms.NewEventSet(events...), events, states)
+		for _, c := range srRandomCases(t, v) {
+			check(t, c.seed, v, rooms.NewEventSet(c.events...), c.events, c.states)
 			if t.Failed() {
-				t.Fatalf("room version %s, seed %d failed", v.ID, seed)
+				t.Fatalf("room version %s, seed %d failed", v.ID, c.seed)
 			}
 		}
 	})
