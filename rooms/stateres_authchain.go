@@ -278,10 +278,13 @@ func (c *AuthChainCache) walk(src EventSource, root string) ([]string, error) {
 func fetchEvent(src EventSource, id string) (*Event, error) {
 	ev, err := src.Event(id)
 	if err != nil {
-		return nil, fmt.Errorf("state resolution: event %s: %w", id, err)
+		if errors.Is(err, ErrEventNotFound) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("event %s: %w", id, err)
 	}
 	if ev == nil {
-		return nil, fmt.Errorf("state resolution: %w: %s", ErrEventNotFound, id)
+		return nil, fmt.Errorf("%w: %s", ErrEventNotFound, id)
 	}
 	return ev, nil
 }
