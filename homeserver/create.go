@@ -120,6 +120,7 @@ func (e *Engine) CreateRoom(ctx context.Context, req CreateRoomRequest) (string,
 	if _, err := e.Store.PersistEvents(ctx, batch); err != nil {
 		return "", fmt.Errorf("create room: %w", err)
 	}
+	e.dropHead(roomID)
 	e.Logger.Info().Str(fieldRoomID, roomID).Str("room_version", v.ID).Str("creator", req.Creator).Msg("room created")
 	return roomID, nil
 }
@@ -160,17 +161,15 @@ func (e *Engine) SendEvent(ctx context.Context, roomID string, le LocalEvent) (*
 	}
 	unlock := e.lockRoom(roomID)
 	defer unlock()
-	v, in, err := e.roomVersion(ctx, roomID)
+	h, err := e.head(ctx, roomID)
 	if err != nil {
 		return nil, fmt.Errorf("send event: %w", err)
 	}
-	if !in {
+	if h == nil {
 		return nil, notFound("send event: this server is not in room %s", roomID)
 	}
-	extremities, err := e.Store.ForwardExtremities(ctx, roomID)
-	if err != nil {
-		return nil, fmt.Errorf("send event: %w", err)
-	}
+	v := h.v
+	extremities := h.extremities
 	if len(extremities) == 0 {
 		return nil, fmt.Errorf("send event: room %s has no forward extremities", roomID)
 	}
@@ -190,7 +189,7 @@ func (e *Engine) SendEvent(ctx context.Context, roomID string, le LocalEvent) (*
 		PrevEvents: extremities, Depth: depth + 1, OriginServerTS: e.now().UnixMilli(), Redacts: le.Redacts,
 	}
 	want := append(rooms.AuthSelectionFor(v, t), rooms.CreateTuple)
-	current, err := e.currentStateFor(ctx, roomID, want)
+	current, err := e.loadState(ctx, h.current, want)
 	if err != nil {
 		return nil, fmt.Errorf("send event: %w", err)
 	}
@@ -202,13 +201,11 @@ func (e *Engine) SendEvent(ctx context.Context, roomID string, le LocalEvent) (*
 	if err := rooms.CheckAuth(ev, current); err != nil {
 		return nil, forbidden("send event: %v", err)
 	}
+	// The state before a local event is the current state: the state
+	// after the only extremity, or the resolution of several.
 	before := &store.StateRef{AfterEvent: extremities[0]}
-	if all, _ := e.Store.ForwardExtremities(ctx, roomID); len(all) > 1 {
-		cur, err := e.Store.CurrentState(ctx, roomID)
-		if err != nil {
-			return nil, fmt.Errorf("send event: %w", err)
-		}
-		before = &store.StateRef{Changes: cur}
+	if len(h.extremities) > 1 {
+		before = &store.StateRef{Changes: toStore(h.current)}
 	}
 	servers, err := e.Store.JoinedServers(ctx, roomID)
 	if err != nil {
@@ -225,10 +222,10 @@ func (e *Engine) SendEvent(ctx context.Context, roomID string, le LocalEvent) (*
 		CurrentState: &store.StateRef{AfterEvent: ev.EventID()},
 		HostLog:      []store.HostLogEntry{{Kind: store.HostEvent, RoomID: roomID, EventID: ev.EventID()}},
 	}
-	if _, err := e.Store.PersistEvents(ctx, batch); err != nil {
+	if err := e.persist(ctx, batch); err != nil {
 		return nil, fmt.Errorf("send event: %w", err)
 	}
-	e.forget(ev.EventID())
+	e.accepted(ctx, h, roomID, withEvent(h.current, ev))
 	if err := e.applyRedaction(ctx, ev, current); err != nil {
 		return nil, fmt.Errorf("send event: %w", err)
 	}

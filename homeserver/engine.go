@@ -90,6 +90,7 @@ type Engine struct {
 	cacheMu sync.Mutex
 	cache   map[string]*store.StoredEvent
 	chains  map[string]*rooms.AuthChainCache
+	heads   map[string]*roomHead
 }
 
 type roomLock struct {
@@ -284,27 +285,6 @@ func (e *Engine) loadState(ctx context.Context, state rooms.StateMap, want []roo
 		id, ok := state[k]
 		if !ok {
 			continue
-		}
-		se, err := e.storedEvent(ctx, id)
-		if err != nil {
-			return nil, fmt.Errorf("state event %s: %w", id, err)
-		}
-		out[k] = se.Event
-	}
-	return out, nil
-}
-
-// currentStateFor reads the events of the given keys of a room's current
-// state.
-func (e *Engine) currentStateFor(ctx context.Context, roomID string, want []rooms.StateTuple) (map[rooms.StateTuple]*rooms.Event, error) {
-	out := make(map[rooms.StateTuple]*rooms.Event, len(want))
-	for _, k := range want {
-		id, err := e.Store.CurrentStateEvent(ctx, roomID, store.StateKey(k))
-		if errors.Is(err, store.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
 		}
 		se, err := e.storedEvent(ctx, id)
 		if err != nil {

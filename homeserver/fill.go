@@ -26,7 +26,7 @@ func (e *Engine) missingEventsLimit() int {
 // fetched with /event and stored as outliers. It returns the state before
 // ev in the second case, nil in the first. The whole fill is bounded by
 // FetchTimeout and MaxFetchedEvents.
-func (e *Engine) fillGap(ctx context.Context, origin string, v rooms.Version, ev *rooms.Event) (rooms.StateMap, error) {
+func (e *Engine) fillGap(ctx context.Context, origin string, h *roomHead, ev *rooms.Event) (rooms.StateMap, error) {
 	timeout := e.FetchTimeout
 	if timeout <= 0 {
 		timeout = DefaultFetchTimeout
@@ -35,10 +35,8 @@ func (e *Engine) fillGap(ctx context.Context, origin string, v rooms.Version, ev
 	defer cancel()
 	log := e.Logger.With().Str(fieldOrigin, origin).Str(fieldEventID, ev.EventID()).Logger()
 
-	earliest, err := e.Store.ForwardExtremities(ctx, ev.RoomID())
-	if err != nil {
-		return nil, err
-	}
+	v := h.v
+	earliest := h.extremities
 	raws, err := e.Remote.GetMissingEvents(ctx, origin, ev.RoomID(), earliest, []string{ev.EventID()}, e.missingEventsLimit(), 0)
 	if err != nil {
 		log.Info().Err(err).Msg("get_missing_events failed")
@@ -57,7 +55,7 @@ func (e *Engine) fillGap(ctx context.Context, origin string, v rooms.Version, ev
 	}
 	slices.SortStableFunc(fetched, func(a, b *rooms.Event) int { return cmp.Compare(a.Depth(), b.Depth()) })
 	for _, pe := range fetched {
-		if err := e.receiveOne(ctx, origin, v, pe, false); err != nil {
+		if err := e.receiveOne(ctx, origin, h, pe, false); err != nil {
 			log.Info().Err(err).Str("fetched_event", pe.EventID()).Msg("fetched prev event not accepted")
 		}
 	}

@@ -81,7 +81,7 @@ func (e *Engine) receiveRoom(ctx context.Context, origin, roomID string, raws []
 	}
 	unlock := e.lockRoom(roomID)
 	defer unlock()
-	v, in, err := e.roomVersion(ctx, roomID)
+	h, err := e.head(ctx, roomID)
 	if err != nil {
 		log.Error().Err(err).Msg("room lookup failed")
 		for _, raw := range raws {
@@ -91,7 +91,7 @@ func (e *Engine) receiveRoom(ctx context.Context, origin, roomID string, raws []
 		}
 		return
 	}
-	if !in {
+	if h == nil {
 		for _, raw := range raws {
 			if ev := parseAnyVersion(raw, roomID); ev != nil {
 				results[ev.EventID()] = dropped("this server is not in room %s", roomID)
@@ -102,7 +102,7 @@ func (e *Engine) receiveRoom(ctx context.Context, origin, roomID string, raws []
 	}
 	evs := make([]*rooms.Event, 0, len(raws))
 	for _, raw := range raws {
-		ev, err := rooms.ParseEvent(v, raw)
+		ev, err := rooms.ParseEvent(h.v, raw)
 		if err != nil {
 			log.Warn().Err(err).Msg("unparseable PDU dropped")
 			continue
@@ -111,7 +111,7 @@ func (e *Engine) receiveRoom(ctx context.Context, origin, roomID string, raws []
 	}
 	slices.SortStableFunc(evs, func(a, b *rooms.Event) int { return cmp.Compare(a.Depth(), b.Depth()) })
 	for _, ev := range evs {
-		err := e.receiveOne(ctx, origin, v, ev, true)
+		err := e.receiveOne(ctx, origin, h, ev, true)
 		results[ev.EventID()] = err
 		if err != nil {
 			log.Warn().Err(err).Str(fieldEventID, ev.EventID()).Msg("PDU not accepted")
@@ -142,9 +142,10 @@ func parseAnyVersion(raw []byte, roomID string) *rooms.Event {
 }
 
 // receiveOne runs the checks on one parsed PDU of a room we are in, with
-// the room locked. fetch allows filling gaps from origin.
-func (e *Engine) receiveOne(ctx context.Context, origin string, v rooms.Version, ev *rooms.Event, fetch bool) error {
-	if ok, err := e.serverAllowed(ctx, ev.RoomID(), origin); err != nil {
+// the room locked; h is the room's head. fetch allows filling gaps from
+// origin.
+func (e *Engine) receiveOne(ctx context.Context, origin string, h *roomHead, ev *rooms.Event, fetch bool) error {
+	if ok, err := e.aclAllows(ctx, h.current, origin); err != nil {
 		return fmt.Errorf("server ACL: %w", err)
 	} else if !ok {
 		return dropped("server %s is denied by the room's server ACL", origin)
@@ -178,12 +179,12 @@ func (e *Engine) receiveOne(ctx context.Context, origin string, v rooms.Version,
 		if !fetch || e.Remote == nil {
 			return dropped("prev events %s are unknown", strings.Join(missing, ", "))
 		}
-		override, err = e.fillGap(ctx, origin, v, ev)
+		override, err = e.fillGap(ctx, origin, h, ev)
 		if err != nil {
 			return dropped("prev events %s are unknown and could not be fetched: %v", strings.Join(missing, ", "), err)
 		}
 	}
-	return e.judge(ctx, origin, v, ev, override)
+	return e.judge(ctx, origin, h, ev, override)
 }
 
 // verdictOf is the per-PDU answer for an event held already.
@@ -215,19 +216,19 @@ func (e *Engine) prevsWithoutState(ctx context.Context, ev *rooms.Event) ([]stri
 // judge applies the three authorization checks to ev, whose prev events
 // are held with their state (or whose state before is given as override),
 // and persists it with its outcome.
-func (e *Engine) judge(ctx context.Context, origin string, v rooms.Version, ev *rooms.Event, override rooms.StateMap) error {
-	create, err := e.roomCreate(ctx, ev.RoomID())
+func (e *Engine) judge(ctx context.Context, origin string, h *roomHead, ev *rooms.Event, override rooms.StateMap) error {
+	create, err := e.createIn(ctx, h.current)
 	if err != nil {
 		return err
 	}
-	authEvs, err := e.authEvents(ctx, origin, v, ev)
+	authEvs, err := e.authEvents(ctx, origin, h.v, ev)
 	if err != nil {
 		return err
 	}
 	// The state before is computed first so that a rejected event is
 	// stored with it: later events naming it as a prev event then have a
 	// state to start from.
-	before, ref, stateErr := e.stateBefore(ctx, v, ev, override)
+	before, ref, stateErr := e.stateBefore(ctx, h, ev, override)
 	if stateErr != nil && !errors.Is(stateErr, errNoPrevState) {
 		return stateErr
 	}
@@ -248,7 +249,7 @@ func (e *Engine) judge(ctx context.Context, origin string, v rooms.Version, ev *
 	if err := rooms.CheckAuth(ev, beforeEvs); err != nil {
 		return e.persistRejected(ctx, ev, ref, "state before the event: "+err.Error())
 	}
-	current, err := e.stateForSoftFail(ctx, v, ev, before)
+	current, err := e.stateForSoftFail(ctx, h, ev, before)
 	if err != nil {
 		return err
 	}
@@ -256,7 +257,7 @@ func (e *Engine) judge(ctx context.Context, origin string, v rooms.Version, ev *
 		e.Logger.Info().Str(fieldOrigin, origin).Str(fieldEventID, ev.EventID()).Err(err).Msg("event soft-failed")
 		return e.persist(ctx, store.Batch{Events: []store.NewEvent{{Event: ev, Outcome: store.SoftFailed, StateBefore: ref}}})
 	}
-	curRef, err := e.currentAfter(ctx, v, ev, before)
+	curRef, newCurrent, err := e.currentAfter(ctx, h, ev, before)
 	if err != nil {
 		return err
 	}
@@ -268,19 +269,50 @@ func (e *Engine) judge(ctx context.Context, origin string, v rooms.Version, ev *
 	if err := e.persist(ctx, batch); err != nil {
 		return err
 	}
+	e.accepted(ctx, h, ev.RoomID(), newCurrent)
 	e.Logger.Debug().Str(fieldOrigin, origin).Str(fieldEventID, ev.EventID()).Msg("event accepted")
 	return e.applyRedaction(ctx, ev, beforeEvs)
 }
 
+// persist writes a batch and remembers its events as stored.
 func (e *Engine) persist(ctx context.Context, b store.Batch) error {
 	ids := make([]string, 0, len(b.Events))
 	for _, ne := range b.Events {
 		ids = append(ids, ne.Event.EventID())
 	}
 	e.forget(ids...)
-	_, err := e.Store.PersistEvents(ctx, b)
-	e.forget(ids...)
-	return err
+	res, err := e.Store.PersistEvents(ctx, b)
+	if err != nil {
+		return err
+	}
+	stored := make(map[string]bool, len(res.Stored))
+	for _, id := range res.Stored {
+		stored[id] = true
+	}
+	for _, ne := range b.Events {
+		if !stored[ne.Event.EventID()] {
+			continue // held before; the store kept what it had
+		}
+		e.remember(&store.StoredEvent{
+			Event:          ne.Event,
+			Outlier:        ne.Outcome == store.Outlier || (ne.Outcome == store.Rejected && ne.StateBefore == nil),
+			Rejected:       ne.Outcome == store.Rejected,
+			RejectedReason: rejectedReason(ne),
+			SoftFailed:     ne.Outcome == store.SoftFailed,
+		})
+	}
+	return nil
+}
+
+// rejectedReason is the reason the store records for a rejected event.
+func rejectedReason(ne store.NewEvent) string {
+	if ne.Outcome != store.Rejected {
+		return ""
+	}
+	if ne.RejectedReason == "" {
+		return "rejected"
+	}
+	return ne.RejectedReason
 }
 
 // persistRejected stores ev as rejected and returns the per-PDU error.
@@ -290,6 +322,19 @@ func (e *Engine) persistRejected(ctx context.Context, ev *rooms.Event, ref *stor
 		return err
 	}
 	return fmt.Errorf("%w: %s", ErrRejected, reason)
+}
+
+// createIn returns the create event of a state.
+func (e *Engine) createIn(ctx context.Context, state rooms.StateMap) (*rooms.Event, error) {
+	id, ok := state[rooms.CreateTuple]
+	if !ok {
+		return nil, errors.New("the room state has no create event")
+	}
+	se, err := e.storedEvent(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("create event: %w", err)
+	}
+	return se.Event, nil
 }
 
 // roomCreate returns the room's create event.
@@ -335,11 +380,16 @@ var errNoPrevState = errors.New("prev events are not held with their state")
 // stateBefore computes the state before ev: the resolution of the states
 // after its prev events, or override. It returns the state and how to
 // store it.
-func (e *Engine) stateBefore(ctx context.Context, v rooms.Version, ev *rooms.Event, override rooms.StateMap) (rooms.StateMap, *store.StateRef, error) {
+func (e *Engine) stateBefore(ctx context.Context, h *roomHead, ev *rooms.Event, override rooms.StateMap) (rooms.StateMap, *store.StateRef, error) {
 	if override != nil {
 		return override, &store.StateRef{Changes: toStore(override)}, nil
 	}
 	prevs := ev.PrevEvents()
+	if len(prevs) == 1 && len(h.extremities) == 1 && prevs[0] == h.extremities[0] {
+		// The usual case: the event follows the only extremity, after
+		// which the state is the current state.
+		return h.current, &store.StateRef{AfterEvent: prevs[0]}, nil
+	}
 	states := make([]rooms.StateMap, 0, len(prevs))
 	var first string
 	for _, id := range prevs {
@@ -362,7 +412,7 @@ func (e *Engine) stateBefore(ctx context.Context, v rooms.Version, ev *rooms.Eve
 		return states[0], &store.StateRef{AfterEvent: first}, nil
 	}
 	src := &eventSource{ctx: ctx, e: e}
-	resolved, err := rooms.ResolveState(v, states, src, e.chainCache(ev.RoomID()))
+	resolved, err := rooms.ResolveState(h.v, states, src, e.chainCache(ev.RoomID()))
 	if err != nil {
 		return nil, nil, fmt.Errorf("state resolution before %s: %w", ev.EventID(), err)
 	}
@@ -387,22 +437,14 @@ func (e *Engine) stateBefore(ctx context.Context, v rooms.Version, ev *rooms.Eve
 // if ev is accepted. A fork thus soft-fails an event only when the room's
 // newer state forbids it, not merely because its branch is not yet known
 // to the current state.
-func (e *Engine) stateForSoftFail(ctx context.Context, v rooms.Version, ev *rooms.Event, before rooms.StateMap) (map[rooms.StateTuple]*rooms.Event, error) {
-	exts, err := e.Store.ForwardExtremities(ctx, ev.RoomID())
-	if err != nil {
-		return nil, err
-	}
+func (e *Engine) stateForSoftFail(ctx context.Context, h *roomHead, ev *rooms.Event, before rooms.StateMap) (map[rooms.StateTuple]*rooms.Event, error) {
 	prevs := slices.Clone(ev.PrevEvents())
 	slices.Sort(prevs)
-	if slices.Equal(slices.Compact(prevs), exts) {
-		return e.currentStateFor(ctx, ev.RoomID(), authKeys(ev))
-	}
-	cur, err := e.Store.CurrentState(ctx, ev.RoomID())
-	if err != nil {
-		return nil, err
+	if slices.Equal(slices.Compact(prevs), h.extremities) {
+		return e.loadState(ctx, h.current, authKeys(ev))
 	}
 	src := &eventSource{ctx: ctx, e: e}
-	resolved, err := rooms.ResolveState(v, []rooms.StateMap{toRooms(cur), before}, src, e.chainCache(ev.RoomID()))
+	resolved, err := rooms.ResolveState(h.v, []rooms.StateMap{h.current, before}, src, e.chainCache(ev.RoomID()))
 	if err != nil {
 		return nil, fmt.Errorf("soft-fail state resolution: %w", err)
 	}
@@ -410,42 +452,44 @@ func (e *Engine) stateForSoftFail(ctx context.Context, v rooms.Version, ev *room
 }
 
 // currentAfter computes the room's current state once ev is accepted: the
-// resolution of the states at the new forward extremities.
-func (e *Engine) currentAfter(ctx context.Context, v rooms.Version, ev *rooms.Event, before rooms.StateMap) (*store.StateRef, error) {
-	exts, err := e.Store.ForwardExtremities(ctx, ev.RoomID())
-	if err != nil {
-		return nil, err
-	}
+// resolution of the states at the new forward extremities. It returns how
+// to store it and the state itself.
+func (e *Engine) currentAfter(ctx context.Context, h *roomHead, ev *rooms.Event, before rooms.StateMap) (*store.StateRef, rooms.StateMap, error) {
+	after := withEvent(before, ev)
 	var others []string
-	for _, x := range exts {
+	for _, x := range h.extremities {
 		if !slices.Contains(ev.PrevEvents(), x) {
 			others = append(others, x)
 		}
 	}
 	if len(others) == 0 {
-		return &store.StateRef{AfterEvent: ev.EventID()}, nil
-	}
-	after := make(rooms.StateMap, len(before)+1)
-	for k, id := range before {
-		after[k] = id
-	}
-	if k, ok := rooms.StateTupleOf(ev); ok {
-		after[k] = ev.EventID()
+		return &store.StateRef{AfterEvent: ev.EventID()}, after, nil
 	}
 	states := []rooms.StateMap{after}
 	for _, x := range others {
 		st, err := e.Store.StateAfter(ctx, x)
 		if err != nil {
-			return nil, fmt.Errorf("state after extremity %s: %w", x, err)
+			return nil, nil, fmt.Errorf("state after extremity %s: %w", x, err)
 		}
 		states = append(states, toRooms(st))
 	}
 	src := &eventSource{ctx: ctx, e: e, extra: map[string]*rooms.Event{ev.EventID(): ev}}
-	delta, err := rooms.ResolveStateDelta(v, states, src, e.chainCache(ev.RoomID()))
+	resolved, err := rooms.ResolveState(h.v, states, src, e.chainCache(ev.RoomID()))
 	if err != nil {
-		return nil, fmt.Errorf("current state resolution: %w", err)
+		return nil, nil, fmt.Errorf("current state resolution: %w", err)
 	}
-	return &store.StateRef{AfterEvent: ev.EventID(), Changes: toStore(delta)}, nil
+	delta := store.StateMap{}
+	for k, id := range resolved {
+		if after[k] != id {
+			delta[store.StateKey(k)] = id
+		}
+	}
+	for k := range after {
+		if _, ok := resolved[k]; !ok {
+			delta[store.StateKey(k)] = ""
+		}
+	}
+	return &store.StateRef{AfterEvent: ev.EventID(), Changes: delta}, resolved, nil
 }
 
 func (e *Engine) maxFetched() int {
