@@ -235,17 +235,21 @@ func (c *AuthChainCache) walk(src EventSource, root string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	type edge struct{ id, citedBy string }
 	seen := make(map[string]bool)
-	stack := append([]string(nil), authParents(rootEv)...)
+	var stack []edge
+	for _, p := range authParents(rootEv) {
+		stack = append(stack, edge{p, root})
+	}
 	for len(stack) > 0 {
-		id := stack[len(stack)-1]
+		e := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
-		if seen[id] {
+		if seen[e.id] {
 			continue
 		}
-		seen[id] = true
+		seen[e.id] = true
 		c.mu.Lock()
-		known, ok := c.chains[id]
+		known, ok := c.chains[e.id]
 		c.mu.Unlock()
 		if ok {
 			for _, a := range known {
@@ -253,13 +257,13 @@ func (c *AuthChainCache) walk(src EventSource, root string) ([]string, error) {
 			}
 			continue
 		}
-		ev, err := fetchEvent(src, id)
+		ev, err := fetchEvent(src, e.id)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("auth event of %s: %w", e.citedBy, err)
 		}
 		for _, p := range authParents(ev) {
 			if !seen[p] {
-				stack = append(stack, p)
+				stack = append(stack, edge{p, e.id})
 			}
 		}
 	}
