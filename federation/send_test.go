@@ -494,3 +494,55 @@ func buildRedaction(t *testing.T, rr *remoteRoom, sender, target string) *rooms.
 	rr.events[ev.EventID()] = ev
 	return ev
 }
+
+// TestSend_Envelope checks what /send refuses before looking at any PDU,
+// and the read endpoints' parameter checks.
+func TestSend_Envelope(t *testing.T) {
+	w := newInboundWorld(t, "12")
+	w.join(t, "t-join", bob)
+	ctx := context.Background()
+	manyPDUs := make([]any, MaxTransactionPDUs+1)
+	for i := range manyPDUs {
+		manyPDUs[i] = map[string]any{}
+	}
+	manyEDUs := make([]any, MaxTransactionEDUs+1)
+	for i := range manyEDUs {
+		manyEDUs[i] = map[string]any{"edu_type": "m.presence", "content": map[string]any{}}
+	}
+	cases := []struct {
+		name   string
+		req    Request
+		status int
+		code   string
+	}{
+		{"origin is not the authenticated one", Request{Method: "PUT", Path: "/_matrix/federation/v1/send/e1",
+			Body: map[string]any{"origin": "other.test", "origin_server_ts": 1, "pdus": []any{}}}, 400, "M_BAD_JSON"},
+		{"no pdus", Request{Method: "PUT", Path: "/_matrix/federation/v1/send/e2",
+			Body: map[string]any{"origin": "remote.test", "origin_server_ts": 1}}, 400, "M_BAD_JSON"},
+		{"no origin_server_ts", Request{Method: "PUT", Path: "/_matrix/federation/v1/send/e3",
+			Body: map[string]any{"origin": "remote.test", "pdus": []any{}}}, 400, "M_BAD_JSON"},
+		{"too many PDUs", Request{Method: "PUT", Path: "/_matrix/federation/v1/send/e4",
+			Body: map[string]any{"origin": "remote.test", "origin_server_ts": 1, "pdus": manyPDUs}}, 400, "M_BAD_JSON"},
+		{"too many EDUs", Request{Method: "PUT", Path: "/_matrix/federation/v1/send/e5",
+			Body: map[string]any{"origin": "remote.test", "origin_server_ts": 1, "pdus": []any{}, "edus": manyEDUs}}, 400, "M_BAD_JSON"},
+		{"state_ids without event_id", Request{Method: "GET", Path: "/_matrix/federation/v1/state_ids/" + w.room.roomID}, 400, "M_MISSING_PARAM"},
+		{"backfill without v", Request{Method: "GET", Path: "/_matrix/federation/v1/backfill/" + w.room.roomID}, 400, "M_MISSING_PARAM"},
+		{"get_missing_events without latest", Request{Method: "POST", Path: "/_matrix/federation/v1/get_missing_events/" + w.room.roomID,
+			Body: map[string]any{"earliest_events": []any{}}}, 400, "M_BAD_JSON"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			c.req.Destination = "ferry.test"
+			_, err := w.remote.client.Do(ctx, c.req)
+			var herr *HTTPError
+			if !errors.As(err, &herr) || herr.Status != c.status || herr.ErrCode != c.code {
+				t.Fatalf("%v, want %d %s", err, c.status, c.code)
+			}
+		})
+	}
+	// An empty transaction is fine and answers an empty pdus object.
+	res, err := w.remote.client.SendTransaction(ctx, "ferry.test", "t-empty", nil, nil)
+	if err != nil || len(res) != 0 {
+		t.Fatalf("empty transaction: %v, %v", res, err)
+	}
+}
