@@ -249,6 +249,30 @@ func testInboundPipeline(t *testing.T, version string) {
 		t.Fatalf("current members %v lack dave after resolution", members)
 	}
 
+	// An unknown auth event: bob's message names a newer membership
+	// event of his that Ferry never received; Ferry fetches it with
+	// /event, stores it as an outlier and accepts the message.
+	profile := rr.build(eventSpec{typ: "m.room.member", stateKey: rooms.StringPtr(bob), sender: bob,
+		content: map[string]any{"membership": "join", "displayname": "Bob"}})
+	w.script.add(profile)
+	var authWithProfile []string
+	for _, id := range rr.build(eventSpec{typ: "m.room.message", sender: bob, content: map[string]any{}}).AuthEvents() {
+		if id == rr.state[rooms.StateTuple{Type: "m.room.member", StateKey: bob}].EventID() {
+			id = profile.EventID()
+		}
+		authWithProfile = append(authWithProfile, id)
+	}
+	fetchedBefore := w.script.askedFor("event")
+	withProfile := rr.build(eventSpec{typ: "m.room.message", sender: bob, content: map[string]any{"body": "as Bob"}, authEvents: authWithProfile})
+	res = rr.send("t-auth-fetch", withProfile)
+	expectAccepted(t, res, withProfile)
+	if w.script.askedFor("event") != fetchedBefore+1 {
+		t.Fatalf("remote was asked for %d events, want 1 more than %d", w.script.askedFor("event"), fetchedBefore)
+	}
+	if se := f.stored(t, profile.EventID()); !se.Outlier || se.Rejected {
+		t.Fatalf("fetched auth event: outlier %v, rejected %v", se.Outlier, se.Rejected)
+	}
+
 	// Bob redacts his own message: the stored copy is redacted.
 	redaction := buildRedaction(t, rr, bob, m1.EventID())
 	res = rr.send("t-redact", redaction)
