@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"sort"
 )
@@ -11,12 +10,12 @@ import (
 // event reachable through auth_events edges, the starting events excluded
 // unless reachable from another. Placeholders (auth events not held) are
 // left out. One recursive query walks the auth edge index.
-func (db *DB) authChainNIDs(ctx context.Context, tx *sql.Tx, ids []string) (map[int64]string, error) {
+func (db *DB) authChainNIDs(t *txn, ids []string) (map[int64]string, error) {
 	out := make(map[int64]string)
 	if len(ids) == 0 {
 		return out, nil
 	}
-	rows, err := tx.QueryContext(ctx, db.d.authChain, idsJSON(ids))
+	rows, err := t.query(db.d.authChain, idsJSON(ids))
 	if err != nil {
 		return nil, err
 	}
@@ -36,8 +35,8 @@ func (db *DB) authChainNIDs(ctx context.Context, tx *sql.Tx, ids []string) (map[
 // /event_auth and send_join's auth_chain carry), sorted.
 func (db *DB) AuthChain(ctx context.Context, eventIDs []string) ([]string, error) {
 	var out []string
-	err := db.read(ctx, func(tx *sql.Tx) error {
-		chain, err := db.authChainNIDs(ctx, tx, eventIDs)
+	err := db.read(ctx, func(t *txn) error {
+		chain, err := db.authChainNIDs(t, eventIDs)
 		if err != nil {
 			return err
 		}
@@ -59,11 +58,11 @@ func (db *DB) AuthChain(ctx context.Context, eventIDs []string) ([]string, error
 // but not of every set, sorted. Each set is the event IDs of one state.
 func (db *DB) AuthDifference(ctx context.Context, sets [][]string) ([]string, error) {
 	var out []string
-	err := db.read(ctx, func(tx *sql.Tx) error {
+	err := db.read(ctx, func(t *txn) error {
 		count := make(map[int64]int)
 		names := make(map[int64]string)
 		for _, set := range sets {
-			chain, err := db.authChainNIDs(ctx, tx, set)
+			chain, err := db.authChainNIDs(t, set)
 			if err != nil {
 				return err
 			}

@@ -84,6 +84,8 @@ type DB struct {
 	d       *dialect
 	writer  *sql.DB // one connection
 	readers *sql.DB // read-only pool
+	wstmts  *stmtPool
+	rstmts  *stmtPool
 
 	// stateKeys caches committed (type, state_key) numbers; numbers are
 	// never reused, so the cache never needs invalidation.
@@ -143,6 +145,7 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 	if db.writer, err = sql.Open(db.d.driver, db.d.dsn(p, opts, false)); err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", p, err)
 	}
+	db.wstmts = newStmtPool(db.writer)
 	db.writer.SetMaxOpenConns(1)
 	db.writer.SetMaxIdleConns(1)
 	db.writer.SetConnMaxLifetime(0)
@@ -155,6 +158,7 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 		db.writer.Close()
 		return nil, fmt.Errorf("store: open %s: %w", p, err)
 	}
+	db.rstmts = newStmtPool(db.readers)
 	db.readers.SetMaxOpenConns(opts.Readers)
 	db.readers.SetMaxIdleConns(opts.Readers)
 	if err := db.readers.PingContext(ctx); err != nil {
@@ -168,6 +172,12 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 // Close closes the database. Calls in flight fail.
 func (db *DB) Close() error {
 	var errs []error
+	if db.rstmts != nil {
+		db.rstmts.close()
+	}
+	if db.wstmts != nil {
+		db.wstmts.close()
+	}
 	if db.readers != nil {
 		errs = append(errs, db.readers.Close())
 	}
@@ -243,11 +253,11 @@ func (db *DB) migrate(ctx context.Context) error {
 		return fmt.Errorf("%w: %s has schema version %d, this binary knows up to %d; run a newer Ferry", ErrSchemaTooNew, db.path, current, len(ms))
 	}
 	for _, m := range ms[current:] {
-		err := db.write(ctx, func(tx *sql.Tx) error {
-			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+		err := db.write(ctx, func(t *txn) error {
+			if _, err := t.tx.ExecContext(ctx, m.sql); err != nil {
 				return err
 			}
-			_, err := tx.ExecContext(ctx, db.d.setUserVersion(m.version))
+			_, err := t.tx.ExecContext(ctx, db.d.setUserVersion(m.version))
 			return err
 		})
 		if err != nil {
@@ -259,27 +269,33 @@ func (db *DB) migrate(ctx context.Context) error {
 }
 
 // write runs fn in a transaction on the writer connection.
-func (db *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+func (db *DB) write(ctx context.Context, fn func(t *txn) error) error {
 	tx, err := db.writer.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
-	if err := fn(tx); err != nil {
+	t := &txn{ctx: ctx, tx: tx, pool: db.wstmts, stmts: make(map[string]*sql.Stmt)}
+	if err := fn(t); err != nil {
 		_ = tx.Rollback()
 		return err
 	}
-	return tx.Commit()
+	err = tx.Commit()
+	db.wstmts.warm(ctx, t.unpooled)
+	return err
 }
 
 // read runs fn in a read-only transaction from the pool, so every query
 // in fn sees one consistent snapshot of the database.
-func (db *DB) read(ctx context.Context, fn func(tx *sql.Tx) error) error {
+func (db *DB) read(ctx context.Context, fn func(t *txn) error) error {
 	tx, err := db.readers.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback() //nolint:errcheck // read-only; nothing to undo
-	return fn(tx)
+	t := &txn{ctx: ctx, tx: tx, pool: db.rstmts, stmts: make(map[string]*sql.Stmt)}
+	err = fn(t)
+	_ = tx.Rollback() // read-only: nothing to undo
+	db.rstmts.warm(ctx, t.unpooled)
+	return err
 }
 
 func (db *DB) now() int64 { return db.opts.Now().UnixMilli() }
@@ -289,8 +305,8 @@ func (db *DB) now() int64 { return db.opts.Now().UnixMilli() }
 // forward extremity and current-state entry is a held event, and every
 // snapshot's parent exists.
 func (db *DB) IntegrityCheck(ctx context.Context) error {
-	return db.read(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, db.d.integrityCheck)
+	return db.read(ctx, func(t *txn) error {
+		rows, err := t.query(db.d.integrityCheck)
 		if err != nil {
 			return err
 		}
@@ -311,7 +327,7 @@ func (db *DB) IntegrityCheck(ctx context.Context) error {
 		}
 		for _, inv := range db.d.invariants {
 			var n int64
-			if err := tx.QueryRowContext(ctx, inv.query).Scan(&n); err != nil {
+			if err := t.queryRow(inv.query).Scan(&n); err != nil {
 				return fmt.Errorf("invariant %q: %w", inv.name, err)
 			}
 			if n != 0 {

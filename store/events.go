@@ -48,9 +48,9 @@ func nidsJSON(nids []int64) string {
 // held) is ErrNotFound.
 func (db *DB) Event(ctx context.Context, eventID string) (*StoredEvent, error) {
 	var se *StoredEvent
-	err := db.read(ctx, func(tx *sql.Tx) error {
+	err := db.read(ctx, func(t *txn) error {
 		var err error
-		se, err = scanEvent(tx.QueryRowContext(ctx, db.d.eventByID, eventID))
+		se, err = scanEvent(t.queryRow(db.d.eventByID, eventID))
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("event %s: %w", eventID, ErrNotFound)
 		}
@@ -66,9 +66,9 @@ func (db *DB) Event(ctx context.Context, eventID string) (*StoredEvent, error) {
 // held are left out.
 func (db *DB) Events(ctx context.Context, ids []string) ([]*StoredEvent, error) {
 	var out []*StoredEvent
-	err := db.read(ctx, func(tx *sql.Tx) error {
+	err := db.read(ctx, func(t *txn) error {
 		var err error
-		out, err = db.eventsByIDs(ctx, tx, ids)
+		out, err = db.eventsByIDs(t, ids)
 		return err
 	})
 	if err != nil {
@@ -77,11 +77,11 @@ func (db *DB) Events(ctx context.Context, ids []string) ([]*StoredEvent, error) 
 	return out, nil
 }
 
-func (db *DB) eventsByIDs(ctx context.Context, tx *sql.Tx, ids []string) ([]*StoredEvent, error) {
+func (db *DB) eventsByIDs(t *txn, ids []string) ([]*StoredEvent, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	rows, err := tx.QueryContext(ctx, db.d.eventsByIDs, idsJSON(ids))
+	rows, err := t.query(db.d.eventsByIDs, idsJSON(ids))
 	if err != nil {
 		return nil, err
 	}
@@ -108,11 +108,11 @@ func (db *DB) eventsByIDs(ctx context.Context, tx *sql.Tx, ids []string) ([]*Sto
 }
 
 // eventsByNIDs returns the held events among nids, in the order given.
-func (db *DB) eventsByNIDs(ctx context.Context, tx *sql.Tx, nids []int64) ([]*StoredEvent, error) {
+func (db *DB) eventsByNIDs(t *txn, nids []int64) ([]*StoredEvent, error) {
 	if len(nids) == 0 {
 		return nil, nil
 	}
-	rows, err := tx.QueryContext(ctx, db.d.eventsByNIDs, nidsJSON(nids))
+	rows, err := t.query(db.d.eventsByNIDs, nidsJSON(nids))
 	if err != nil {
 		return nil, err
 	}
@@ -143,8 +143,8 @@ func (db *DB) eventsByNIDs(ctx context.Context, tx *sql.Tx, nids []int64) ([]*St
 // count as not held), in the order given.
 func (db *DB) MissingEventIDs(ctx context.Context, ids []string) ([]string, error) {
 	held := make(map[string]bool, len(ids))
-	err := db.read(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, db.d.heldEventIDs, idsJSON(ids))
+	err := db.read(ctx, func(t *txn) error {
+		rows, err := t.query(db.d.heldEventIDs, idsJSON(ids))
 		if err != nil {
 			return err
 		}
@@ -199,12 +199,7 @@ func (h *depthHeap) Pop() any {
 // and returns up to limit held events of the room. Events in stop are
 // neither returned nor walked through; start events are returned only if
 // includeStart.
-func (db *DB) walkBack(ctx context.Context, tx *sql.Tx, roomNID int64, start []string, stop map[int64]bool, limit int, minDepth int64, includeStart bool) ([]int64, error) {
-	prevs, err := tx.PrepareContext(ctx, db.d.prevEventsOf)
-	if err != nil {
-		return nil, err
-	}
-	defer prevs.Close()
+func (db *DB) walkBack(t *txn, roomNID int64, start []string, stop map[int64]bool, limit int, minDepth int64, includeStart bool) ([]int64, error) {
 	seen := make(map[int64]bool)
 	h := &depthHeap{}
 	push := func(nid, depth int64) {
@@ -215,7 +210,7 @@ func (db *DB) walkBack(ctx context.Context, tx *sql.Tx, roomNID int64, start []s
 		heap.Push(h, depthItem{nid, depth})
 	}
 	expand := func(nid int64) error {
-		rows, err := prevs.QueryContext(ctx, nid, roomNID)
+		rows, err := t.query(db.d.prevEventsOf, nid, roomNID)
 		if err != nil {
 			return err
 		}
@@ -229,7 +224,7 @@ func (db *DB) walkBack(ctx context.Context, tx *sql.Tx, roomNID int64, start []s
 		}
 		return rows.Err()
 	}
-	starts, err := db.heldNIDs(ctx, tx, roomNID, start)
+	starts, err := db.heldNIDs(t, roomNID, start)
 	if err != nil {
 		return nil, err
 	}
@@ -254,8 +249,8 @@ func (db *DB) walkBack(ctx context.Context, tx *sql.Tx, roomNID int64, start []s
 	return out, nil
 }
 
-func (db *DB) heldNIDs(ctx context.Context, tx *sql.Tx, roomNID int64, ids []string) ([]depthItem, error) {
-	rows, err := tx.QueryContext(ctx, db.d.heldNIDsInRoom, idsJSON(ids), roomNID)
+func (db *DB) heldNIDs(t *txn, roomNID int64, ids []string) ([]depthItem, error) {
+	rows, err := t.query(db.d.heldNIDsInRoom, idsJSON(ids), roomNID)
 	if err != nil {
 		return nil, err
 	}
@@ -271,10 +266,10 @@ func (db *DB) heldNIDs(ctx context.Context, tx *sql.Tx, roomNID int64, ids []str
 	return out, rows.Err()
 }
 
-func (db *DB) roomNID(ctx context.Context, tx *sql.Tx, roomID string) (int64, error) {
+func (db *DB) roomNID(t *txn, roomID string) (int64, error) {
 	var nid int64
 	var version string
-	err := tx.QueryRowContext(ctx, db.d.lookupRoom, roomID).Scan(&nid, &version)
+	err := t.queryRow(db.d.lookupRoom, roomID).Scan(&nid, &version)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, fmt.Errorf("room %s: %w", roomID, ErrNotFound)
 	}
@@ -286,16 +281,16 @@ func (db *DB) roomNID(ctx context.Context, tx *sql.Tx, roomID string) (int64, er
 // backwards, deepest first. History visibility is the caller's concern.
 func (db *DB) Backfill(ctx context.Context, roomID string, from []string, limit int) ([]*StoredEvent, error) {
 	var out []*StoredEvent
-	err := db.read(ctx, func(tx *sql.Tx) error {
-		room, err := db.roomNID(ctx, tx, roomID)
+	err := db.read(ctx, func(t *txn) error {
+		room, err := db.roomNID(t, roomID)
 		if err != nil {
 			return err
 		}
-		nids, err := db.walkBack(ctx, tx, room, from, nil, limit, math64Min, true)
+		nids, err := db.walkBack(t, room, from, nil, limit, math64Min, true)
 		if err != nil {
 			return err
 		}
-		out, err = db.eventsByNIDs(ctx, tx, nids)
+		out, err = db.eventsByNIDs(t, nids)
 		return err
 	})
 	if err != nil {
@@ -311,12 +306,12 @@ const math64Min = -1 << 63
 // walking past earliest, at depth ≥ minDepth, up to limit, oldest first.
 func (db *DB) MissingEvents(ctx context.Context, roomID string, earliest, latest []string, limit int, minDepth int64) ([]*StoredEvent, error) {
 	var out []*StoredEvent
-	err := db.read(ctx, func(tx *sql.Tx) error {
-		room, err := db.roomNID(ctx, tx, roomID)
+	err := db.read(ctx, func(t *txn) error {
+		room, err := db.roomNID(t, roomID)
 		if err != nil {
 			return err
 		}
-		stopItems, err := db.heldNIDs(ctx, tx, room, earliest)
+		stopItems, err := db.heldNIDs(t, room, earliest)
 		if err != nil {
 			return err
 		}
@@ -324,11 +319,11 @@ func (db *DB) MissingEvents(ctx context.Context, roomID string, earliest, latest
 		for _, s := range stopItems {
 			stop[s.nid] = true
 		}
-		nids, err := db.walkBack(ctx, tx, room, latest, stop, limit, minDepth, false)
+		nids, err := db.walkBack(t, room, latest, stop, limit, minDepth, false)
 		if err != nil {
 			return err
 		}
-		evs, err := db.eventsByNIDs(ctx, tx, nids)
+		evs, err := db.eventsByNIDs(t, nids)
 		if err != nil {
 			return err
 		}
@@ -346,8 +341,8 @@ func (db *DB) MissingEvents(ctx context.Context, roomID string, earliest, latest
 // version's redaction algorithm), as when a redaction of it is accepted.
 // The event keeps its ID, edges and state.
 func (db *DB) Redact(ctx context.Context, eventID string) error {
-	err := db.write(ctx, func(tx *sql.Tx) error {
-		se, err := scanEvent(tx.QueryRowContext(ctx, db.d.eventByID, eventID))
+	err := db.write(ctx, func(t *txn) error {
+		se, err := scanEvent(t.queryRow(db.d.eventByID, eventID))
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("event %s: %w", eventID, ErrNotFound)
 		}
@@ -361,7 +356,7 @@ func (db *DB) Redact(ctx context.Context, eventID string) error {
 		if red == nil {
 			return fmt.Errorf("event %s: redacted form does not encode", eventID)
 		}
-		_, err = tx.ExecContext(ctx, db.d.redactEvent, red, eventID)
+		_, err = t.exec(db.d.redactEvent, red, eventID)
 		return err
 	})
 	if err != nil {

@@ -68,7 +68,7 @@ func (n *hostLogNotifier) close() {
 	}
 }
 
-func (db *DB) appendHostLog(ctx context.Context, tx *sql.Tx, entries []HostLogEntry) ([]int64, error) {
+func (db *DB) appendHostLog(t *txn, entries []HostLogEntry) ([]int64, error) {
 	out := make([]int64, 0, len(entries))
 	for _, e := range entries {
 		switch e.Kind {
@@ -78,7 +78,7 @@ func (db *DB) appendHostLog(ctx context.Context, tx *sql.Tx, entries []HostLogEn
 		}
 		var nid sql.NullInt64
 		if e.EventID != "" {
-			err := tx.QueryRowContext(ctx, db.d.heldEventNID, e.EventID).Scan(&nid.Int64)
+			err := t.queryRow(db.d.heldEventNID, e.EventID).Scan(&nid.Int64)
 			if errors.Is(err, sql.ErrNoRows) {
 				return nil, fmt.Errorf("host log: event %s: %w", e.EventID, ErrNotFound)
 			}
@@ -90,7 +90,7 @@ func (db *DB) appendHostLog(ctx context.Context, tx *sql.Tx, entries []HostLogEn
 			return nil, errors.New("host log: event entry without an event ID")
 		}
 		var pos int64
-		if err := tx.QueryRowContext(ctx, db.d.appendHostLog, e.Kind, e.RoomID, nid, e.Payload, db.now()).Scan(&pos); err != nil {
+		if err := t.queryRow(db.d.appendHostLog, e.Kind, e.RoomID, nid, e.Payload, db.now()).Scan(&pos); err != nil {
 			return nil, err
 		}
 		out = append(out, pos)
@@ -102,9 +102,9 @@ func (db *DB) appendHostLog(ctx context.Context, tx *sql.Tx, entries []HostLogEn
 // and returns their positions.
 func (db *DB) AppendHostLog(ctx context.Context, entries ...HostLogEntry) ([]int64, error) {
 	var out []int64
-	err := db.write(ctx, func(tx *sql.Tx) error {
+	err := db.write(ctx, func(t *txn) error {
 		var err error
-		out, err = db.appendHostLog(ctx, tx, entries)
+		out, err = db.appendHostLog(t, entries)
 		return err
 	})
 	if err != nil {
@@ -119,8 +119,8 @@ func (db *DB) AppendHostLog(ctx context.Context, entries ...HostLogEntry) ([]int
 // ReadHostLog returns up to limit entries after position after, in order.
 func (db *DB) ReadHostLog(ctx context.Context, after int64, limit int) ([]HostLogRecord, error) {
 	var out []HostLogRecord
-	err := db.read(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, db.d.readHostLog, after, limit)
+	err := db.read(ctx, func(t *txn) error {
+		rows, err := t.query(db.d.readHostLog, after, limit)
 		if err != nil {
 			return err
 		}
@@ -145,8 +145,8 @@ func (db *DB) ReadHostLog(ctx context.Context, after int64, limit int) ([]HostLo
 // HostLogHead returns the position of the newest entry (0: empty log).
 func (db *DB) HostLogHead(ctx context.Context) (int64, error) {
 	var head int64
-	err := db.read(ctx, func(tx *sql.Tx) error {
-		return tx.QueryRowContext(ctx, db.d.hostLogHead).Scan(&head)
+	err := db.read(ctx, func(t *txn) error {
+		return t.queryRow(db.d.hostLogHead).Scan(&head)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("store: host log head: %w", err)
@@ -183,8 +183,8 @@ func (db *DB) WaitHostLog(ctx context.Context, after int64) error {
 // Cursor returns a consumer's position in the host log (0 if it has none).
 func (db *DB) Cursor(ctx context.Context, name string) (int64, error) {
 	var pos int64
-	err := db.read(ctx, func(tx *sql.Tx) error {
-		err := tx.QueryRowContext(ctx, db.d.cursor, name).Scan(&pos)
+	err := db.read(ctx, func(t *txn) error {
+		err := t.queryRow(db.d.cursor, name).Scan(&pos)
 		if errors.Is(err, sql.ErrNoRows) {
 			pos = 0
 			return nil
@@ -201,8 +201,8 @@ func (db *DB) Cursor(ctx context.Context, name string) (int64, error) {
 // move forward: a position before the stored one is ignored, so a late
 // acknowledgement cannot replay delivered entries.
 func (db *DB) SetCursor(ctx context.Context, name string, pos int64) error {
-	err := db.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, db.d.setCursor, name, pos)
+	err := db.write(ctx, func(t *txn) error {
+		_, err := t.exec(db.d.setCursor, name, pos)
 		return err
 	})
 	if err != nil {

@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"crypto/ed25519"
-	"database/sql"
 	"fmt"
 
 	"github.com/ferry-matrix/ferry/keys"
@@ -15,17 +14,12 @@ func (db *DB) StoreServerKeys(ctx context.Context, ks []keys.StoredKey) error {
 	if len(ks) == 0 {
 		return nil
 	}
-	err := db.write(ctx, func(tx *sql.Tx) error {
-		st, err := tx.PrepareContext(ctx, db.d.putServerKey)
-		if err != nil {
-			return err
-		}
-		defer st.Close()
+	err := db.write(ctx, func(t *txn) error {
 		for _, k := range ks {
 			if len(k.PublicKey) != ed25519.PublicKeySize {
 				return fmt.Errorf("key %s of %s: public key is %d bytes", k.KeyID, k.ServerName, len(k.PublicKey))
 			}
-			if _, err := st.ExecContext(ctx, k.ServerName, k.KeyID, []byte(k.PublicKey), k.ValidUntilTS, k.Expired, k.FetchedTS, k.Source); err != nil {
+			if _, err := t.exec(db.d.putServerKey, k.ServerName, k.KeyID, []byte(k.PublicKey), k.ValidUntilTS, k.Expired, k.FetchedTS, k.Source); err != nil {
 				return err
 			}
 		}
@@ -41,8 +35,8 @@ func (db *DB) StoreServerKeys(ctx context.Context, ks []keys.StoredKey) error {
 // an empty list, not an error.
 func (db *DB) LoadServerKeys(ctx context.Context, serverName string) ([]keys.StoredKey, error) {
 	var out []keys.StoredKey
-	err := db.read(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, db.d.serverKeys, serverName)
+	err := db.read(ctx, func(t *txn) error {
+		rows, err := t.query(db.d.serverKeys, serverName)
 		if err != nil {
 			return err
 		}

@@ -9,64 +9,26 @@ import (
 	"github.com/ferry-matrix/ferry/rooms"
 )
 
-// wtx is one write transaction of PersistEvents: the tx, the room and
-// caches that live as long as the transaction. Numbers learnt here reach
-// the DB-wide caches only after commit.
+// wtx is one write transaction of PersistEvents: the transaction, the
+// room and caches that live as long as the transaction. Numbers learnt
+// here reach the DB-wide caches only after commit.
 type wtx struct {
-	ctx     context.Context
+	t       *txn
 	db      *DB
-	tx      *sql.Tx
 	roomNID int64
 
-	eventNIDs    map[string]int64
-	newKeys      map[StateKey]int64
-	outlierStmts map[int]*sql.Stmt
-
-	insertEvent, lookupEvent, insertPlaceholder *sql.Stmt
-	lookupKey, insertKey                        *sql.Stmt
+	eventNIDs map[string]int64
+	newKeys   map[StateKey]int64
 
 	prevEdges, authEdges, entries, current *rowBuffer
 }
 
-func (db *DB) newWtx(ctx context.Context, tx *sql.Tx) (*wtx, error) {
-	w := &wtx{ctx: ctx, db: db, tx: tx, eventNIDs: make(map[string]int64), newKeys: make(map[StateKey]int64),
-		outlierStmts: make(map[int]*sql.Stmt),
-		prevEdges:    newRowBuffer(db.d.prevEdgeRows),
-		authEdges:    newRowBuffer(db.d.authEdgeRows),
-		entries:      newRowBuffer(db.d.stateEntryRows),
-		current:      newRowBuffer(db.d.currentStateRows),
-	}
-	for _, p := range []struct {
-		dst **sql.Stmt
-		q   string
-	}{
-		{&w.insertEvent, db.d.multiInsert(db.d.eventRows, 1)},
-		{&w.lookupEvent, db.d.lookupEventNID},
-		{&w.insertPlaceholder, db.d.insertPlaceholder},
-		{&w.lookupKey, db.d.lookupStateKey},
-		{&w.insertKey, db.d.multiInsert(db.d.stateKeyRows, 1)},
-	} {
-		st, err := tx.PrepareContext(ctx, p.q)
-		if err != nil {
-			w.close()
-			return nil, err
-		}
-		*p.dst = st
-	}
-	return w, nil
-}
-
-func (w *wtx) close() {
-	for _, st := range []*sql.Stmt{w.insertEvent, w.lookupEvent, w.insertPlaceholder, w.lookupKey, w.insertKey} {
-		if st != nil {
-			st.Close()
-		}
-	}
-	for _, b := range w.buffers() {
-		b.close()
-	}
-	for _, st := range w.outlierStmts {
-		st.Close()
+func (db *DB) newWtx(t *txn) *wtx {
+	return &wtx{t: t, db: db, eventNIDs: make(map[string]int64), newKeys: make(map[StateKey]int64),
+		prevEdges: newRowBuffer(db.d.prevEdgeRows),
+		authEdges: newRowBuffer(db.d.authEdgeRows),
+		entries:   newRowBuffer(db.d.stateEntryRows),
+		current:   newRowBuffer(db.d.currentStateRows),
 	}
 }
 
@@ -94,10 +56,10 @@ func (w *wtx) stateKeyNID(k StateKey) (int64, error) {
 	if ok {
 		return nid, nil
 	}
-	err := w.lookupKey.QueryRowContext(w.ctx, k.Type, k.StateKey).Scan(&nid)
+	err := w.t.queryRow(w.db.d.lookupStateKey, k.Type, k.StateKey).Scan(&nid)
 	if errors.Is(err, sql.ErrNoRows) {
 		var typ, key string
-		err = w.insertKey.QueryRowContext(w.ctx, k.Type, k.StateKey).Scan(&nid, &typ, &key)
+		err = w.t.queryRow(w.db.d.multiInsert(w.db.d.stateKeyRows, 1), k.Type, k.StateKey).Scan(&nid, &typ, &key)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("state key %q/%q: %w", k.Type, k.StateKey, err)
@@ -113,9 +75,9 @@ func (w *wtx) eventNID(id string) (int64, error) {
 		return nid, nil
 	}
 	var nid int64
-	err := w.lookupEvent.QueryRowContext(w.ctx, id).Scan(&nid)
+	err := w.t.queryRow(w.db.d.lookupEventNID, id).Scan(&nid)
 	if errors.Is(err, sql.ErrNoRows) {
-		err = w.insertPlaceholder.QueryRowContext(w.ctx, id, w.roomNID).Scan(&nid)
+		err = w.t.queryRow(w.db.d.insertPlaceholder, id, w.roomNID).Scan(&nid)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("event %s: %w", id, err)
@@ -140,13 +102,9 @@ func (db *DB) PersistEvents(ctx context.Context, b Batch) (PersistResult, error)
 		return res, nil
 	}
 	var w *wtx
-	err := db.write(ctx, func(tx *sql.Tx) error {
+	err := db.write(ctx, func(t *txn) error {
 		res = PersistResult{}
-		var err error
-		if w, err = db.newWtx(ctx, tx); err != nil {
-			return err
-		}
-		defer w.close()
+		w = db.newWtx(t)
 		return w.persist(b, &res)
 	})
 	if err != nil {
@@ -165,7 +123,7 @@ func (w *wtx) persist(b Batch, res *PersistResult) error {
 		return err
 	}
 	if roomID != "" {
-		if w.roomNID, err = w.db.ensureRoom(w.ctx, w.tx, roomID, version, b.RoomStatus); err != nil {
+		if w.roomNID, err = w.db.ensureRoom(w.t, roomID, version, b.RoomStatus); err != nil {
 			return err
 		}
 	}
@@ -219,7 +177,7 @@ func (w *wtx) persist(b Batch, res *PersistResult) error {
 		}
 	}
 	if len(b.HostLog) > 0 {
-		if res.HostLog, err = w.db.appendHostLog(w.ctx, w.tx, b.HostLog); err != nil {
+		if res.HostLog, err = w.db.appendHostLog(w.t, b.HostLog); err != nil {
 			return err
 		}
 	}
@@ -234,14 +192,6 @@ const outlierChunk = 128
 func (w *wtx) persistOutliers(evs []*rooms.Event, res *PersistResult) error {
 	if len(evs) == 0 {
 		return nil
-	}
-	st, ok := w.outlierStmts[len(evs)]
-	if !ok {
-		var err error
-		if st, err = w.tx.PrepareContext(w.ctx, w.db.d.multiInsert(w.db.d.eventRows, len(evs))); err != nil {
-			return err
-		}
-		w.outlierStmts[len(evs)] = st
 	}
 	args := make([]any, 0, len(evs)*len(w.db.d.eventRows.columns))
 	for _, ev := range evs {
@@ -259,7 +209,11 @@ func (w *wtx) persistOutliers(evs []*rooms.Event, res *PersistResult) error {
 		args = append(args, ev.EventID(), w.roomNID, skNID, membership, ev.Depth(), ev.OriginServerTS(),
 			1, nil, 0, nil, ev.JSON())
 	}
-	rows, err := st.QueryContext(w.ctx, args...)
+	q := w.db.d.multiInsert(w.db.d.eventRows, len(evs))
+	if len(evs) != outlierChunk {
+		w.t.transient(q)
+	}
+	rows, err := w.t.query(q, args...)
 	if err != nil {
 		return err
 	}
@@ -330,7 +284,11 @@ func (w *wtx) prefetchStateKeys(b Batch) error {
 		for _, k := range missing[:n] {
 			args = append(args, k.Type, k.StateKey)
 		}
-		rows, err := w.tx.QueryContext(w.ctx, w.db.d.multiInsert(w.db.d.stateKeyRows, n), args...)
+		q := w.db.d.multiInsert(w.db.d.stateKeyRows, n)
+		if n != rowChunk {
+			w.t.transient(q)
+		}
+		rows, err := w.t.query(q, args...)
 		if err != nil {
 			return err
 		}
@@ -377,16 +335,16 @@ func batchRoom(b Batch) (roomID, version string, err error) {
 
 // ensureRoom returns the room's number, making the row if it is new. A
 // room held under another version is a conflict.
-func (db *DB) ensureRoom(ctx context.Context, tx *sql.Tx, roomID, version, status string) (int64, error) {
+func (db *DB) ensureRoom(t *txn, roomID, version, status string) (int64, error) {
 	var nid int64
 	var have string
-	err := tx.QueryRowContext(ctx, db.d.lookupRoom, roomID).Scan(&nid, &have)
+	err := t.queryRow(db.d.lookupRoom, roomID).Scan(&nid, &have)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		if _, err := rooms.LookupVersion(version); err != nil {
 			return 0, err
 		}
-		if err := tx.QueryRowContext(ctx, db.d.insertRoom, roomID, version, status, db.now()).Scan(&nid); err != nil {
+		if err := t.queryRow(db.d.insertRoom, roomID, version, status, db.now()).Scan(&nid); err != nil {
 			return 0, fmt.Errorf("room %s: %w", roomID, err)
 		}
 		return nid, nil
@@ -396,7 +354,7 @@ func (db *DB) ensureRoom(ctx context.Context, tx *sql.Tx, roomID, version, statu
 		return 0, fmt.Errorf("%w: room %s is version %s, not %s", ErrConflict, roomID, have, version)
 	}
 	if status != "" {
-		if _, err := tx.ExecContext(ctx, db.d.setRoomStatus, status, nid); err != nil {
+		if _, err := t.exec(db.d.setRoomStatus, status, nid); err != nil {
 			return 0, err
 		}
 	}
@@ -451,7 +409,7 @@ func (w *wtx) persistOne(ne *NewEvent) (bool, error) {
 	}
 	var nid int64
 	var id string
-	err := w.insertEvent.QueryRowContext(w.ctx, ev.EventID(), w.roomNID, skNID, membership,
+	err := w.t.queryRow(w.db.d.multiInsert(w.db.d.eventRows, 1), ev.EventID(), w.roomNID, skNID, membership,
 		ev.Depth(), ev.OriginServerTS(), outlier, rejected, softFailed, before, ev.JSON()).Scan(&nid, &id)
 	if errors.Is(err, sql.ErrNoRows) {
 		// Held already (and not an outlier being promoted).
@@ -472,7 +430,7 @@ func (w *wtx) persistOne(ne *NewEvent) (bool, error) {
 		}
 	}
 	for _, dest := range ne.Destinations {
-		if _, err := w.tx.ExecContext(w.ctx, w.db.d.enqueuePDU, dest, nid); err != nil {
+		if _, err := w.t.exec(w.db.d.enqueuePDU, dest, nid); err != nil {
 			return false, err
 		}
 	}
@@ -510,10 +468,10 @@ func (w *wtx) updateExtremities(nid int64, prevs []int64) error {
 		return err
 	}
 	for _, p := range prevs {
-		if _, err := w.tx.ExecContext(w.ctx, w.db.d.deleteExtremity, w.roomNID, p); err != nil {
+		if _, err := w.t.exec(w.db.d.deleteExtremity, w.roomNID, p); err != nil {
 			return err
 		}
 	}
-	_, err := w.tx.ExecContext(w.ctx, w.db.d.addExtremity, w.roomNID, nid)
+	_, err := w.t.exec(w.db.d.addExtremity, w.roomNID, nid)
 	return err
 }

@@ -13,8 +13,8 @@ import (
 // (origin, txnID); ErrNotFound if it was not seen (or expired).
 func (db *DB) TxnResponse(ctx context.Context, origin, txnID string) ([]byte, error) {
 	var resp []byte
-	err := db.read(ctx, func(tx *sql.Tx) error {
-		err := tx.QueryRowContext(ctx, db.d.txnResponse, origin, txnID).Scan(&resp)
+	err := db.read(ctx, func(t *txn) error {
+		err := t.queryRow(db.d.txnResponse, origin, txnID).Scan(&resp)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("txn %s/%s: %w", origin, txnID, ErrNotFound)
 		}
@@ -29,8 +29,8 @@ func (db *DB) TxnResponse(ctx context.Context, origin, txnID string) ([]byte, er
 // StoreTxnResponse records the response to an inbound transaction, so a
 // retry of it is answered the same without processing it again.
 func (db *DB) StoreTxnResponse(ctx context.Context, origin, txnID string, response []byte) error {
-	err := db.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, db.d.putTxnResponse, origin, txnID, response, db.now())
+	err := db.write(ctx, func(t *txn) error {
+		_, err := t.exec(db.d.putTxnResponse, origin, txnID, response, db.now())
 		return err
 	})
 	if err != nil {
@@ -43,8 +43,8 @@ func (db *DB) StoreTxnResponse(ctx context.Context, origin, txnID string, respon
 // returns how many.
 func (db *DB) ExpireTxns(ctx context.Context, cutoff time.Time) (int64, error) {
 	var n int64
-	err := db.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, db.d.expireTxns, cutoff.UnixMilli())
+	err := db.write(ctx, func(t *txn) error {
+		res, err := t.exec(db.d.expireTxns, cutoff.UnixMilli())
 		if err != nil {
 			return err
 		}
@@ -88,9 +88,9 @@ type Destination struct {
 
 // EnqueueEDU queues an EDU (its JSON) for each destination.
 func (db *DB) EnqueueEDU(ctx context.Context, destinations []string, edu []byte) error {
-	err := db.write(ctx, func(tx *sql.Tx) error {
+	err := db.write(ctx, func(t *txn) error {
 		for _, d := range destinations {
-			if _, err := tx.ExecContext(ctx, db.d.enqueueEDU, d, edu); err != nil {
+			if _, err := t.exec(db.d.enqueueEDU, d, edu); err != nil {
 				return err
 			}
 		}
@@ -106,8 +106,8 @@ func (db *DB) EnqueueEDU(ctx context.Context, destinations []string, edu []byte)
 // transaction in flight, sorted.
 func (db *DB) PendingDestinations(ctx context.Context) ([]string, error) {
 	var out []string
-	err := db.read(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, db.d.pendingDestinations)
+	err := db.read(ctx, func(t *txn) error {
+		rows, err := t.query(db.d.pendingDestinations)
 		if err != nil {
 			return err
 		}
@@ -133,8 +133,8 @@ func (db *DB) PendingDestinations(ctx context.Context) ([]string, error) {
 func (db *DB) PeekOutbound(ctx context.Context, destination string, maxPDUs, maxEDUs int) ([]OutboundPDU, []OutboundEDU, error) {
 	var pdus []OutboundPDU
 	var edus []OutboundEDU
-	err := db.read(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, db.d.peekPDUs, destination, maxPDUs)
+	err := db.read(ctx, func(t *txn) error {
+		rows, err := t.query(db.d.peekPDUs, destination, maxPDUs)
 		if err != nil {
 			return err
 		}
@@ -150,7 +150,7 @@ func (db *DB) PeekOutbound(ctx context.Context, destination string, maxPDUs, max
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		rows, err = tx.QueryContext(ctx, db.d.peekEDUs, destination, maxEDUs)
+		rows, err = t.query(db.d.peekEDUs, destination, maxEDUs)
 		if err != nil {
 			return err
 		}
@@ -178,8 +178,8 @@ func (db *DB) BeginTxn(ctx context.Context, destination, txnID string, body []by
 	if err != nil {
 		return fmt.Errorf("store: begin txn: %w", err)
 	}
-	err = db.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, db.d.beginTxn, destination, txnID, body, string(pos))
+	err = db.write(ctx, func(t *txn) error {
+		_, err := t.exec(db.d.beginTxn, destination, txnID, body, string(pos))
 		return err
 	})
 	if err != nil {
@@ -191,11 +191,11 @@ func (db *DB) BeginTxn(ctx context.Context, destination, txnID string, body []by
 // CompleteTxn records that the destination answered the transaction in
 // flight: its items leave the queue, failures reset, backoff ends.
 func (db *DB) CompleteTxn(ctx context.Context, destination string) error {
-	err := db.write(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, db.d.deleteTxnItems, destination); err != nil {
+	err := db.write(ctx, func(t *txn) error {
+		if _, err := t.exec(db.d.deleteTxnItems, destination); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, db.d.completeTxn, db.now(), destination)
+		_, err := t.exec(db.d.completeTxn, db.now(), destination)
 		return err
 	})
 	if err != nil {
@@ -207,8 +207,8 @@ func (db *DB) CompleteTxn(ctx context.Context, destination string) error {
 // RecordFailure records a failed attempt to reach a destination and the
 // time until which to back off. The transaction in flight stays.
 func (db *DB) RecordFailure(ctx context.Context, destination string, backoffUntil time.Time, reason string) error {
-	err := db.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, db.d.recordFailure, destination, backoffUntil.UnixMilli(), db.now(), reason)
+	err := db.write(ctx, func(t *txn) error {
+		_, err := t.exec(db.d.recordFailure, destination, backoffUntil.UnixMilli(), db.now(), reason)
 		return err
 	})
 	if err != nil {
@@ -223,8 +223,8 @@ func (db *DB) RecordFailure(ctx context.Context, destination string, backoffUnti
 // how many were dropped.
 func (db *DB) TrimOutboundPDUs(ctx context.Context, destination string, keep int) (int64, error) {
 	var n int64
-	err := db.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, db.d.trimPDUs, destination, keep)
+	err := db.write(ctx, func(t *txn) error {
+		res, err := t.exec(db.d.trimPDUs, destination, keep)
 		if err != nil {
 			return err
 		}
@@ -241,8 +241,8 @@ func (db *DB) TrimOutboundPDUs(ctx context.Context, destination string, keep int
 // contacted has the zero state.
 func (db *DB) Destination(ctx context.Context, name string) (Destination, error) {
 	var out Destination
-	err := db.read(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, db.d.destination, name)
+	err := db.read(ctx, func(t *txn) error {
+		rows, err := t.query(db.d.destination, name)
 		if err != nil {
 			return err
 		}
@@ -255,7 +255,7 @@ func (db *DB) Destination(ctx context.Context, name string) (Destination, error)
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		return tx.QueryRowContext(ctx, db.d.pendingCount, name).Scan(&out.Pending)
+		return t.queryRow(db.d.pendingCount, name).Scan(&out.Pending)
 	})
 	if err != nil {
 		return Destination{}, fmt.Errorf("store: destination: %w", err)
@@ -267,8 +267,8 @@ func (db *DB) Destination(ctx context.Context, name string) (Destination, error)
 // by name.
 func (db *DB) Destinations(ctx context.Context) ([]Destination, error) {
 	var out []Destination
-	err := db.read(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, db.d.allDestinations)
+	err := db.read(ctx, func(t *txn) error {
+		rows, err := t.query(db.d.allDestinations)
 		if err != nil {
 			return err
 		}

@@ -11,8 +11,8 @@ import (
 // PutRoom records a room, or updates the status of one held. A room held
 // under another version is ErrConflict.
 func (db *DB) PutRoom(ctx context.Context, r Room) error {
-	err := db.write(ctx, func(tx *sql.Tx) error {
-		_, err := db.ensureRoom(ctx, tx, r.ID, r.Version, r.Status)
+	err := db.write(ctx, func(t *txn) error {
+		_, err := db.ensureRoom(t, r.ID, r.Version, r.Status)
 		return err
 	})
 	if err != nil {
@@ -24,8 +24,8 @@ func (db *DB) PutRoom(ctx context.Context, r Room) error {
 // Room returns a room; ErrNotFound if it is not held.
 func (db *DB) Room(ctx context.Context, roomID string) (Room, error) {
 	var r Room
-	err := db.read(ctx, func(tx *sql.Tx) error {
-		err := tx.QueryRowContext(ctx, db.d.roomByID, roomID).Scan(&r.ID, &r.Version, &r.Status, &r.CreatedTS)
+	err := db.read(ctx, func(t *txn) error {
+		err := t.queryRow(db.d.roomByID, roomID).Scan(&r.ID, &r.Version, &r.Status, &r.CreatedTS)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("room %s: %w", roomID, ErrNotFound)
 		}
@@ -40,8 +40,8 @@ func (db *DB) Room(ctx context.Context, roomID string) (Room, error) {
 // Rooms returns every room held, by room ID.
 func (db *DB) Rooms(ctx context.Context) ([]Room, error) {
 	var out []Room
-	err := db.read(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, db.d.allRooms)
+	err := db.read(ctx, func(t *txn) error {
+		rows, err := t.query(db.d.allRooms)
 		if err != nil {
 			return err
 		}
@@ -71,8 +71,8 @@ type User struct {
 
 // PutUser creates a local user or updates its profile.
 func (db *DB) PutUser(ctx context.Context, u User) error {
-	err := db.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, db.d.putUser, u.ID, u.DisplayName, u.AvatarURL, db.now())
+	err := db.write(ctx, func(t *txn) error {
+		_, err := t.exec(db.d.putUser, u.ID, u.DisplayName, u.AvatarURL, db.now())
 		return err
 	})
 	if err != nil {
@@ -84,8 +84,8 @@ func (db *DB) PutUser(ctx context.Context, u User) error {
 // User returns a local user; ErrNotFound if there is none.
 func (db *DB) User(ctx context.Context, userID string) (User, error) {
 	var u User
-	err := db.read(ctx, func(tx *sql.Tx) error {
-		err := tx.QueryRowContext(ctx, db.d.userByID, userID).Scan(&u.ID, &u.DisplayName, &u.AvatarURL, &u.CreatedTS)
+	err := db.read(ctx, func(t *txn) error {
+		err := t.queryRow(db.d.userByID, userID).Scan(&u.ID, &u.DisplayName, &u.AvatarURL, &u.CreatedTS)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("user %s: %w", userID, ErrNotFound)
 		}
@@ -100,8 +100,8 @@ func (db *DB) User(ctx context.Context, userID string) (User, error) {
 // Users returns every local user, by ID.
 func (db *DB) Users(ctx context.Context) ([]User, error) {
 	var out []User
-	err := db.read(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, db.d.allUsers)
+	err := db.read(ctx, func(t *txn) error {
+		rows, err := t.query(db.d.allUsers)
 		if err != nil {
 			return err
 		}
@@ -137,8 +137,8 @@ func (db *DB) PutAlias(ctx context.Context, a Alias) error {
 	if err != nil {
 		return fmt.Errorf("store: put alias: %w", err)
 	}
-	err = db.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, db.d.insertAlias, a.Alias, a.RoomID, string(servers), a.Creator, db.now())
+	err = db.write(ctx, func(t *txn) error {
+		res, err := t.exec(db.d.insertAlias, a.Alias, a.RoomID, string(servers), a.Creator, db.now())
 		if err != nil {
 			return err
 		}
@@ -156,9 +156,9 @@ func (db *DB) PutAlias(ctx context.Context, a Alias) error {
 // Alias returns an alias; ErrNotFound if there is none.
 func (db *DB) Alias(ctx context.Context, alias string) (Alias, error) {
 	var a Alias
-	err := db.read(ctx, func(tx *sql.Tx) error {
+	err := db.read(ctx, func(t *txn) error {
 		var servers string
-		err := tx.QueryRowContext(ctx, db.d.aliasByName, alias).Scan(&a.Alias, &a.RoomID, &servers, &a.Creator, &a.CreatedTS)
+		err := t.queryRow(db.d.aliasByName, alias).Scan(&a.Alias, &a.RoomID, &servers, &a.Creator, &a.CreatedTS)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("alias %s: %w", alias, ErrNotFound)
 		}
@@ -175,8 +175,8 @@ func (db *DB) Alias(ctx context.Context, alias string) (Alias, error) {
 
 // DeleteAlias removes an alias; ErrNotFound if there is none.
 func (db *DB) DeleteAlias(ctx context.Context, alias string) error {
-	err := db.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, db.d.deleteAlias, alias)
+	err := db.write(ctx, func(t *txn) error {
+		res, err := t.exec(db.d.deleteAlias, alias)
 		if err != nil {
 			return err
 		}
@@ -194,8 +194,8 @@ func (db *DB) DeleteAlias(ctx context.Context, alias string) error {
 // RoomAliases returns the aliases pointing at a room, sorted.
 func (db *DB) RoomAliases(ctx context.Context, roomID string) ([]string, error) {
 	var out []string
-	err := db.read(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, db.d.aliasesOfRoom, roomID)
+	err := db.read(ctx, func(t *txn) error {
+		rows, err := t.query(db.d.aliasesOfRoom, roomID)
 		if err != nil {
 			return err
 		}

@@ -1,9 +1,6 @@
 package store
 
-import (
-	"database/sql"
-	"fmt"
-)
+import "fmt"
 
 // rowChunk is how many rows one multi-row INSERT carries.
 const rowChunk = 256
@@ -12,9 +9,8 @@ const rowChunk = 256
 // INSERTs: a bulk join writes hundreds of thousands of edge and state
 // rows, and one statement per row would cost most of the time.
 type rowBuffer struct {
-	ins   insertShape
-	args  []any
-	stmts map[int]*sql.Stmt // prepared, by row count
+	ins  insertShape
+	args []any
 }
 
 // insertShape is a multi-row INSERT: the dialect turns it into SQL text.
@@ -25,7 +21,7 @@ type insertShape struct {
 }
 
 func newRowBuffer(s insertShape) *rowBuffer {
-	return &rowBuffer{ins: s, stmts: make(map[int]*sql.Stmt)}
+	return &rowBuffer{ins: s}
 }
 
 // add buffers one row (len(vals) == number of columns) and writes the
@@ -43,16 +39,11 @@ func (w *wtx) flush(b *rowBuffer) error {
 		return nil
 	}
 	rows := len(b.args) / len(b.ins.columns)
-	st, ok := b.stmts[rows]
-	if !ok {
-		var err error
-		st, err = w.tx.PrepareContext(w.ctx, w.db.d.multiInsert(b.ins, rows))
-		if err != nil {
-			return fmt.Errorf("insert into %s: %w", b.ins.table, err)
-		}
-		b.stmts[rows] = st
+	q := w.db.d.multiInsert(b.ins, rows)
+	if rows != 1 && rows != rowChunk {
+		w.t.transient(q)
 	}
-	if _, err := st.ExecContext(w.ctx, b.args...); err != nil {
+	if _, err := w.t.exec(q, b.args...); err != nil {
 		return fmt.Errorf("insert into %s: %w", b.ins.table, err)
 	}
 	b.args = b.args[:0]
@@ -72,10 +63,4 @@ func (w *wtx) flushAll() error {
 
 func (w *wtx) buffers() []*rowBuffer {
 	return []*rowBuffer{w.prevEdges, w.authEdges, w.entries, w.current}
-}
-
-func (b *rowBuffer) close() {
-	for _, st := range b.stmts {
-		st.Close()
-	}
 }

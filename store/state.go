@@ -1,7 +1,6 @@
 package store
 
 import (
-	"context"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -27,11 +26,11 @@ func (n snapNode) full() bool { return n.parent == 0 }
 const bigChange = 256
 
 // chain returns the nodes from snapshot nid up to its full root, leaf first.
-func (db *DB) chain(ctx context.Context, tx *sql.Tx, nid int64) ([]snapNode, error) {
+func (db *DB) chain(t *txn, nid int64) ([]snapNode, error) {
 	if nid == 0 {
 		return nil, nil
 	}
-	rows, err := tx.QueryContext(ctx, db.d.snapshotChain, nid)
+	rows, err := t.query(db.d.snapshotChain, nid)
 	if err != nil {
 		return nil, err
 	}
@@ -56,8 +55,8 @@ func (db *DB) chain(ctx context.Context, tx *sql.Tx, nid int64) ([]snapNode, err
 }
 
 // nodeEntries returns the entries of one snapshot node (0 marks removal).
-func (db *DB) nodeEntries(ctx context.Context, tx *sql.Tx, nid int64) (map[int64]int64, error) {
-	rows, err := tx.QueryContext(ctx, db.d.stateEntries, nid)
+func (db *DB) nodeEntries(t *txn, nid int64) (map[int64]int64, error) {
+	rows, err := t.query(db.d.stateEntries, nid)
 	if err != nil {
 		return nil, err
 	}
@@ -74,7 +73,7 @@ func (db *DB) nodeEntries(ctx context.Context, tx *sql.Tx, nid int64) (map[int64
 }
 
 // loadState returns the full state of a chain as state key → event numbers.
-func (db *DB) loadState(ctx context.Context, tx *sql.Tx, chain []snapNode) (map[int64]int64, error) {
+func (db *DB) loadState(t *txn, chain []snapNode) (map[int64]int64, error) {
 	var size int64
 	if len(chain) > 0 {
 		size = chain[len(chain)-1].rows
@@ -83,7 +82,7 @@ func (db *DB) loadState(ctx context.Context, tx *sql.Tx, chain []snapNode) (map[
 	seen := make(map[int64]bool)
 	for i, n := range chain {
 		root := i == len(chain)-1
-		rows, err := tx.QueryContext(ctx, db.d.stateEntries, n.nid)
+		rows, err := t.query(db.d.stateEntries, n.nid)
 		if err != nil {
 			return nil, err
 		}
@@ -114,10 +113,10 @@ func (db *DB) loadState(ctx context.Context, tx *sql.Tx, chain []snapNode) (map[
 }
 
 // valueAt returns the event holding key sk in the state of chain (0: none).
-func (db *DB) valueAt(ctx context.Context, tx *sql.Tx, chain []snapNode, sk int64) (int64, error) {
+func (db *DB) valueAt(t *txn, chain []snapNode, sk int64) (int64, error) {
 	for _, n := range chain {
 		var v int64
-		err := tx.QueryRowContext(ctx, db.d.stateEntry, n.nid, sk).Scan(&v)
+		err := t.queryRow(db.d.stateEntry, n.nid, sk).Scan(&v)
 		if errors.Is(err, sql.ErrNoRows) {
 			continue
 		}
@@ -137,9 +136,9 @@ type eventRow struct {
 	after    sql.NullInt64
 }
 
-func (db *DB) eventRow(ctx context.Context, tx *sql.Tx, id string) (eventRow, error) {
+func (db *DB) eventRow(t *txn, id string) (eventRow, error) {
 	var r eventRow
-	err := tx.QueryRowContext(ctx, db.d.eventStateRow, id).Scan(&r.nid, &r.stateKey, &r.held, &r.outlier, &r.rejected, &r.before, &r.after)
+	err := t.queryRow(db.d.eventStateRow, id).Scan(&r.nid, &r.stateKey, &r.held, &r.outlier, &r.rejected, &r.before, &r.after)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && !r.held) {
 		return r, fmt.Errorf("event %s: %w", id, ErrNotFound)
 	}
@@ -155,7 +154,7 @@ func (w *wtx) resolveState(ref *StateRef) (int64, error) {
 	var base int64
 	switch {
 	case ref.AfterEvent != "":
-		r, err := w.db.eventRow(w.ctx, w.tx, ref.AfterEvent)
+		r, err := w.db.eventRow(w.t, ref.AfterEvent)
 		if err != nil {
 			return 0, err
 		}
@@ -163,7 +162,7 @@ func (w *wtx) resolveState(ref *StateRef) (int64, error) {
 			return 0, err
 		}
 	case ref.BeforeEvent != "":
-		r, err := w.db.eventRow(w.ctx, w.tx, ref.BeforeEvent)
+		r, err := w.db.eventRow(w.t, ref.BeforeEvent)
 		if err != nil {
 			return 0, err
 		}
@@ -208,7 +207,7 @@ func (w *wtx) stateAfter(r eventRow, id string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if _, err := w.tx.ExecContext(w.ctx, w.db.d.setAfterSnapshot, snap, r.nid); err != nil {
+	if _, err := w.t.exec(w.db.d.setAfterSnapshot, snap, r.nid); err != nil {
 		return 0, err
 	}
 	return snap, nil
@@ -223,14 +222,14 @@ func (w *wtx) stateAfter(r eventRow, id string) (int64, error) {
 // exceed max(MinDeltaRows, FullSnapshotRatio × root entries), a new full
 // snapshot is written instead.
 func (w *wtx) addSnapshot(parent int64, changes map[int64]int64) (int64, error) {
-	ctx, tx, db := w.ctx, w.tx, w.db
-	chain, err := db.chain(ctx, tx, parent)
+	t, db := w.t, w.db
+	chain, err := db.chain(t, parent)
 	if err != nil {
 		return 0, err
 	}
 	var full map[int64]int64
 	if len(chain) > 0 && len(changes) > bigChange {
-		if full, err = db.loadState(ctx, tx, chain); err != nil {
+		if full, err = db.loadState(t, chain); err != nil {
 			return 0, err
 		}
 	}
@@ -241,7 +240,7 @@ func (w *wtx) addSnapshot(parent int64, changes map[int64]int64) (int64, error) 
 		case full != nil:
 			cur = full[k]
 		case len(chain) > 0:
-			if cur, err = db.valueAt(ctx, tx, chain, k); err != nil {
+			if cur, err = db.valueAt(t, chain, k); err != nil {
 				return 0, err
 			}
 		}
@@ -258,7 +257,7 @@ func (w *wtx) addSnapshot(parent int64, changes map[int64]int64) (int64, error) 
 	span := int64(1)
 	i := 0
 	for ; !chain[i].full() && chain[i].span == span; i++ {
-		entries, err := db.nodeEntries(ctx, tx, chain[i].nid)
+		entries, err := db.nodeEntries(t, chain[i].nid)
 		if err != nil {
 			return 0, err
 		}
@@ -274,7 +273,7 @@ func (w *wtx) addSnapshot(parent int64, changes map[int64]int64) (int64, error) 
 	limit := int64(math.Max(float64(db.opts.MinDeltaRows), db.opts.FullSnapshotRatio*float64(up.fullRows)))
 	if chainRows > limit {
 		if full == nil {
-			if full, err = db.loadState(ctx, tx, chain); err != nil {
+			if full, err = db.loadState(t, chain); err != nil {
 				return 0, err
 			}
 		}
@@ -288,7 +287,7 @@ func (w *wtx) addSnapshot(parent int64, changes map[int64]int64) (int64, error) 
 		return w.writeFull(full)
 	}
 	var nid int64
-	if err := tx.QueryRowContext(ctx, db.d.insertSnapshot, w.roomNID, up.nid, span, len(delta), chainRows, up.fullRows).Scan(&nid); err != nil {
+	if err := t.queryRow(db.d.insertSnapshot, w.roomNID, up.nid, span, len(delta), chainRows, up.fullRows).Scan(&nid); err != nil {
 		return 0, err
 	}
 	return nid, w.writeEntries(nid, delta)
@@ -303,7 +302,7 @@ func (w *wtx) writeFull(state map[int64]int64) (int64, error) {
 		}
 	}
 	var nid int64
-	if err := w.tx.QueryRowContext(w.ctx, w.db.d.insertSnapshot, w.roomNID, nil, 0, n, 0, n).Scan(&nid); err != nil {
+	if err := w.t.queryRow(w.db.d.insertSnapshot, w.roomNID, nil, 0, n, 0, n).Scan(&nid); err != nil {
 		return 0, err
 	}
 	return nid, w.writeEntries(nid, state)
@@ -326,12 +325,12 @@ func (w *wtx) writeEntries(snap int64, entries map[int64]int64) error {
 // stateDiff returns the entries that take the state of snapshot from to
 // that of snapshot to (0: remove the key). When both share a chain node
 // only the nodes below it are read.
-func (db *DB) stateDiff(ctx context.Context, tx *sql.Tx, from, to int64) (map[int64]int64, error) {
-	toChain, err := db.chain(ctx, tx, to)
+func (db *DB) stateDiff(t *txn, from, to int64) (map[int64]int64, error) {
+	toChain, err := db.chain(t, to)
 	if err != nil {
 		return nil, err
 	}
-	fromChain, err := db.chain(ctx, tx, from)
+	fromChain, err := db.chain(t, from)
 	if err != nil {
 		return nil, err
 	}
@@ -347,11 +346,11 @@ func (db *DB) stateDiff(ctx context.Context, tx *sql.Tx, from, to int64) (map[in
 		}
 	}
 	if ci < 0 {
-		a, err := db.loadState(ctx, tx, fromChain)
+		a, err := db.loadState(t, fromChain)
 		if err != nil {
 			return nil, err
 		}
-		b, err := db.loadState(ctx, tx, toChain)
+		b, err := db.loadState(t, toChain)
 		if err != nil {
 			return nil, err
 		}
@@ -371,7 +370,7 @@ func (db *DB) stateDiff(ctx context.Context, tx *sql.Tx, from, to int64) (map[in
 	overlay := func(nodes []snapNode) (map[int64]int64, error) {
 		out := make(map[int64]int64)
 		for _, n := range nodes {
-			e, err := db.nodeEntries(ctx, tx, n.nid)
+			e, err := db.nodeEntries(t, n.nid)
 			if err != nil {
 				return nil, err
 			}
@@ -402,7 +401,7 @@ func (db *DB) stateDiff(ctx context.Context, tx *sql.Tx, from, to int64) (map[in
 		var base int64
 		if !okOld || !okNew {
 			var err error
-			if base, err = db.valueAt(ctx, tx, common, k); err != nil {
+			if base, err = db.valueAt(t, common, k); err != nil {
 				return err
 			}
 		}
@@ -434,13 +433,13 @@ func (db *DB) stateDiff(ctx context.Context, tx *sql.Tx, from, to int64) (map[in
 // current_state up to date with the difference.
 func (w *wtx) setCurrentState(snap int64) error {
 	var old int64
-	if err := w.tx.QueryRowContext(w.ctx, w.db.d.roomCurrentSnapshot, w.roomNID).Scan(&old); err != nil {
+	if err := w.t.queryRow(w.db.d.roomCurrentSnapshot, w.roomNID).Scan(&old); err != nil {
 		return err
 	}
 	if old == snap {
 		return nil
 	}
-	diff, err := w.db.stateDiff(w.ctx, w.tx, old, snap)
+	diff, err := w.db.stateDiff(w.t, old, snap)
 	if err != nil {
 		return err
 	}
@@ -449,14 +448,9 @@ func (w *wtx) setCurrentState(snap int64) error {
 		keys = append(keys, k)
 	}
 	sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] })
-	del, err := w.tx.PrepareContext(w.ctx, w.db.d.deleteCurrentState)
-	if err != nil {
-		return err
-	}
-	defer del.Close()
 	for _, k := range keys {
 		if v := diff[k]; v == 0 {
-			_, err = del.ExecContext(w.ctx, w.roomNID, k)
+			_, err = w.t.exec(w.db.d.deleteCurrentState, w.roomNID, k)
 		} else {
 			err = w.add(w.current, w.roomNID, k, v)
 		}
@@ -467,6 +461,6 @@ func (w *wtx) setCurrentState(snap int64) error {
 	if err := w.flush(w.current); err != nil {
 		return err
 	}
-	_, err = w.tx.ExecContext(w.ctx, w.db.d.setRoomCurrentSnapshot, snap, w.roomNID)
+	_, err = w.t.exec(w.db.d.setRoomCurrentSnapshot, snap, w.roomNID)
 	return err
 }

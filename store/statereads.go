@@ -8,7 +8,7 @@ import (
 )
 
 // loadStateIDs returns the full state of a chain with names and IDs.
-func (db *DB) loadStateIDs(ctx context.Context, tx *sql.Tx, chain []snapNode) (StateMap, error) {
+func (db *DB) loadStateIDs(t *txn, chain []snapNode) (StateMap, error) {
 	var size int64
 	if len(chain) > 0 {
 		size = chain[len(chain)-1].rows
@@ -17,7 +17,7 @@ func (db *DB) loadStateIDs(ctx context.Context, tx *sql.Tx, chain []snapNode) (S
 	seen := make(map[int64]bool)
 	for i, n := range chain {
 		root := i == len(chain)-1
-		rows, err := tx.QueryContext(ctx, db.d.stateEntriesNamed, n.nid)
+		rows, err := t.query(db.d.stateEntriesNamed, n.nid)
 		if err != nil {
 			return nil, err
 		}
@@ -51,19 +51,19 @@ func (db *DB) loadStateIDs(ctx context.Context, tx *sql.Tx, chain []snapNode) (S
 // (what /state_ids serves): state key → event ID.
 func (db *DB) StateBefore(ctx context.Context, eventID string) (StateMap, error) {
 	var out StateMap
-	err := db.read(ctx, func(tx *sql.Tx) error {
-		r, err := db.eventRow(ctx, tx, eventID)
+	err := db.read(ctx, func(t *txn) error {
+		r, err := db.eventRow(t, eventID)
 		if err != nil {
 			return err
 		}
 		if !r.before.Valid {
 			return fmt.Errorf("event %s: %w", eventID, ErrNoState)
 		}
-		chain, err := db.chain(ctx, tx, r.before.Int64)
+		chain, err := db.chain(t, r.before.Int64)
 		if err != nil {
 			return err
 		}
-		out, err = db.loadStateIDs(ctx, tx, chain)
+		out, err = db.loadStateIDs(t, chain)
 		return err
 	})
 	if err != nil {
@@ -77,8 +77,8 @@ func (db *DB) StateBefore(ctx context.Context, eventID string) (StateMap, error)
 // not rejected.
 func (db *DB) StateAfter(ctx context.Context, eventID string) (StateMap, error) {
 	var out StateMap
-	err := db.read(ctx, func(tx *sql.Tx) error {
-		r, err := db.eventRow(ctx, tx, eventID)
+	err := db.read(ctx, func(t *txn) error {
+		r, err := db.eventRow(t, eventID)
 		if err != nil {
 			return err
 		}
@@ -89,15 +89,15 @@ func (db *DB) StateAfter(ctx context.Context, eventID string) (StateMap, error) 
 		if !snap.Valid {
 			return fmt.Errorf("event %s: %w", eventID, ErrNoState)
 		}
-		chain, err := db.chain(ctx, tx, snap.Int64)
+		chain, err := db.chain(t, snap.Int64)
 		if err != nil {
 			return err
 		}
-		if out, err = db.loadStateIDs(ctx, tx, chain); err != nil {
+		if out, err = db.loadStateIDs(t, chain); err != nil {
 			return err
 		}
 		if !r.after.Valid && r.stateKey != 0 && !r.rejected {
-			k, err := db.stateKeyName(ctx, tx, r.stateKey)
+			k, err := db.stateKeyName(t, r.stateKey)
 			if err != nil {
 				return err
 			}
@@ -111,26 +111,26 @@ func (db *DB) StateAfter(ctx context.Context, eventID string) (StateMap, error) 
 	return out, nil
 }
 
-func (db *DB) stateKeyName(ctx context.Context, tx *sql.Tx, nid int64) (StateKey, error) {
+func (db *DB) stateKeyName(t *txn, nid int64) (StateKey, error) {
 	db.mu.Lock()
 	k, ok := db.skNames[nid]
 	db.mu.Unlock()
 	if ok {
 		return k, nil
 	}
-	err := tx.QueryRowContext(ctx, db.d.stateKeyByNID, nid).Scan(&k.Type, &k.StateKey)
+	err := t.queryRow(db.d.stateKeyByNID, nid).Scan(&k.Type, &k.StateKey)
 	return k, err
 }
 
 // stateKeyNIDRead looks a state key's number up without making one.
-func (db *DB) stateKeyNIDRead(ctx context.Context, tx *sql.Tx, k StateKey) (int64, error) {
+func (db *DB) stateKeyNIDRead(t *txn, k StateKey) (int64, error) {
 	db.mu.Lock()
 	nid, ok := db.stateKeys[k]
 	db.mu.Unlock()
 	if ok {
 		return nid, nil
 	}
-	err := tx.QueryRowContext(ctx, db.d.lookupStateKey, k.Type, k.StateKey).Scan(&nid)
+	err := t.queryRow(db.d.lookupStateKey, k.Type, k.StateKey).Scan(&nid)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, fmt.Errorf("state %s/%q: %w", k.Type, k.StateKey, ErrNotFound)
 	}
@@ -142,30 +142,30 @@ func (db *DB) stateKeyNIDRead(ctx context.Context, tx *sql.Tx, k StateKey) (int6
 // most one entry per snapshot node, never the whole state.
 func (db *DB) StateEventBefore(ctx context.Context, eventID string, key StateKey) (string, error) {
 	var out string
-	err := db.read(ctx, func(tx *sql.Tx) error {
-		r, err := db.eventRow(ctx, tx, eventID)
+	err := db.read(ctx, func(t *txn) error {
+		r, err := db.eventRow(t, eventID)
 		if err != nil {
 			return err
 		}
 		if !r.before.Valid {
 			return fmt.Errorf("event %s: %w", eventID, ErrNoState)
 		}
-		sk, err := db.stateKeyNIDRead(ctx, tx, key)
+		sk, err := db.stateKeyNIDRead(t, key)
 		if err != nil {
 			return err
 		}
-		chain, err := db.chain(ctx, tx, r.before.Int64)
+		chain, err := db.chain(t, r.before.Int64)
 		if err != nil {
 			return err
 		}
-		v, err := db.valueAt(ctx, tx, chain, sk)
+		v, err := db.valueAt(t, chain, sk)
 		if err != nil {
 			return err
 		}
 		if v == 0 {
 			return fmt.Errorf("state %s/%q: %w", key.Type, key.StateKey, ErrNotFound)
 		}
-		return tx.QueryRowContext(ctx, db.d.eventIDByNID, v).Scan(&out)
+		return t.queryRow(db.d.eventIDByNID, v).Scan(&out)
 	})
 	if err != nil {
 		return "", fmt.Errorf("store: state event before: %w", err)
@@ -176,12 +176,12 @@ func (db *DB) StateEventBefore(ctx context.Context, eventID string, key StateKey
 // CurrentState returns the room's current state.
 func (db *DB) CurrentState(ctx context.Context, roomID string) (StateMap, error) {
 	out := StateMap{}
-	err := db.read(ctx, func(tx *sql.Tx) error {
-		room, err := db.roomNID(ctx, tx, roomID)
+	err := db.read(ctx, func(t *txn) error {
+		room, err := db.roomNID(t, roomID)
 		if err != nil {
 			return err
 		}
-		rows, err := tx.QueryContext(ctx, db.d.currentState, room)
+		rows, err := t.query(db.d.currentState, room)
 		if err != nil {
 			return err
 		}
@@ -206,12 +206,12 @@ func (db *DB) CurrentState(ctx context.Context, roomID string) (StateMap, error)
 // current state; ErrNotFound when the key is not set.
 func (db *DB) CurrentStateEvent(ctx context.Context, roomID string, key StateKey) (string, error) {
 	var out string
-	err := db.read(ctx, func(tx *sql.Tx) error {
-		room, err := db.roomNID(ctx, tx, roomID)
+	err := db.read(ctx, func(t *txn) error {
+		room, err := db.roomNID(t, roomID)
 		if err != nil {
 			return err
 		}
-		err = tx.QueryRowContext(ctx, db.d.currentStateEvent, room, key.Type, key.StateKey).Scan(&out)
+		err = t.queryRow(db.d.currentStateEvent, room, key.Type, key.StateKey).Scan(&out)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("state %s/%q: %w", key.Type, key.StateKey, ErrNotFound)
 		}
@@ -254,12 +254,12 @@ func (db *DB) Members(ctx context.Context, roomID, membership string) ([]string,
 
 func (db *DB) roomStrings(ctx context.Context, roomID, query string, args ...any) ([]string, error) {
 	var out []string
-	err := db.read(ctx, func(tx *sql.Tx) error {
-		room, err := db.roomNID(ctx, tx, roomID)
+	err := db.read(ctx, func(t *txn) error {
+		room, err := db.roomNID(t, roomID)
 		if err != nil {
 			return err
 		}
-		rows, err := tx.QueryContext(ctx, query, append([]any{room}, args...)...)
+		rows, err := t.query(query, append([]any{room}, args...)...)
 		if err != nil {
 			return err
 		}

@@ -20,19 +20,19 @@ type Stats struct {
 // it is for diagnostics, not for hot paths.
 func (db *DB) Stats(ctx context.Context) (Stats, error) {
 	var st Stats
-	err := db.read(ctx, func(tx *sql.Tx) error {
-		if err := tx.QueryRowContext(ctx, db.d.statsCounts).Scan(&st.Events, &st.Snapshots, &st.FullSnapshots, &st.StateEntries); err != nil {
+	err := db.read(ctx, func(t *txn) error {
+		if err := t.queryRow(db.d.statsCounts).Scan(&st.Events, &st.Snapshots, &st.FullSnapshots, &st.StateEntries); err != nil {
 			return err
 		}
 		var pages, size int64
-		if err := tx.QueryRowContext(ctx, db.d.pageCount).Scan(&pages); err != nil {
+		if err := t.queryRow(db.d.pageCount).Scan(&pages); err != nil {
 			return err
 		}
-		if err := tx.QueryRowContext(ctx, db.d.pageSize).Scan(&size); err != nil {
+		if err := t.queryRow(db.d.pageSize).Scan(&size); err != nil {
 			return err
 		}
 		st.FileBytes = pages * size
-		rows, err := tx.QueryContext(ctx, db.d.allSnapshotParents)
+		rows, err := t.query(db.d.allSnapshotParents)
 		if err != nil {
 			return err
 		}
