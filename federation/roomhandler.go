@@ -24,7 +24,8 @@ type RoomHandler interface {
 	StoreTransactionResponse(ctx context.Context, origin, txnID string, response []byte) error
 	// ReceivePDUs processes the PDUs of a transaction and returns the
 	// verdict per event ID: nil when accepted (or soft-failed), else why
-	// not. It returns once everything it accepted is committed.
+	// not; an error with Internal() true is a fault of the handler, not
+	// of the PDU. It returns once everything it accepted is committed.
 	ReceivePDUs(ctx context.Context, origin string, pdus [][]byte) map[string]error
 	// ReceiveEDU processes one EDU; an error says why it was ignored.
 	ReceiveEDU(ctx context.Context, origin, eduType string, content []byte) error

@@ -3,6 +3,7 @@ package federation
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -80,7 +81,9 @@ func (o *originSerial) lock(origin string) func() {
 // store without processing it again; transactions of one origin are
 // processed in order. The answer, {"pdus": {event_id: {} or {"error"}}},
 // is sent after everything accepted is committed. EDUs that are refused
-// are logged and otherwise ignored.
+// are logged and otherwise ignored. When the handler reports a PDU error
+// with Internal() true (a fault of ours), the transaction fails with 500
+// and no answer is stored, so the sender retries it.
 func handleSend(h RoomHandler, serial *originSerial) authedHandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request, in *Incoming) error {
 		txnID := pathVar(r, "txnId")
@@ -122,6 +125,12 @@ func handleSend(h RoomHandler, serial *originSerial) authedHandlerFunc {
 		verdicts := h.ReceivePDUs(ctx, in.Origin, pdus)
 		results := make(map[string]pduResult, len(verdicts))
 		for id, err := range verdicts {
+			var internal interface{ Internal() bool }
+			if errors.As(err, &internal) && internal.Internal() {
+				// Our fault: fail the transaction so that the sender
+				// retries it; what was accepted is kept and found again.
+				return fmt.Errorf("transaction %s from %s: event %s: %w", txnID, in.Origin, id, err)
+			}
 			if err != nil {
 				results[id] = pduResult{Error: err.Error()}
 			} else {

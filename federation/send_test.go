@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/ferry-matrix/ferry/homeserver"
@@ -568,5 +569,46 @@ func TestSend_Envelope(t *testing.T) {
 	res, err := w.remote.client.SendTransaction(ctx, "ferry.test", "t-empty", nil, nil)
 	if err != nil || len(res) != 0 {
 		t.Fatalf("empty transaction: %v, %v", res, err)
+	}
+}
+
+// failingRooms reports every PDU as failed by a fault of its own.
+type failingRooms struct {
+	*scriptedRooms
+	stored atomic.Int32
+}
+
+type ourFault struct{}
+
+func (ourFault) Error() string  { return "database is on fire" }
+func (ourFault) Internal() bool { return true }
+
+func (f *failingRooms) ReceivePDUs(_ context.Context, _ string, pdus [][]byte) map[string]error {
+	return map[string]error{"$some-event": ourFault{}}
+}
+
+func (f *failingRooms) StoreTransactionResponse(context.Context, string, string, []byte) error {
+	f.stored.Add(1)
+	return nil
+}
+
+// TestSend_InternalErrorFailsTransaction: a PDU the handler could not
+// process through its own fault fails the whole transaction with 500,
+// without storing an answer, so the sender retries.
+func TestSend_InternalErrorFailsTransaction(t *testing.T) {
+	pki := newTestPKI(t)
+	failing := &failingRooms{scriptedRooms: newScriptedRooms()}
+	receiver := newRoomNode(t, pki, "receiver.test", 51)
+	receiver.start(t, pki, failing)
+	sender := newRoomNode(t, pki, "sender.test", 52)
+	sender.start(t, pki, newScriptedRooms())
+	linkNodes(receiver, sender)
+	_, err := sender.client.SendTransaction(context.Background(), "receiver.test", "t1", []json.RawMessage{json.RawMessage(`{}`)}, nil)
+	var herr *HTTPError
+	if !errors.As(err, &herr) || herr.Status != 500 || herr.ErrCode != "M_UNKNOWN" || strings.Contains(herr.Message, "fire") {
+		t.Fatalf("%v, want 500 M_UNKNOWN without the cause", err)
+	}
+	if failing.stored.Load() != 0 {
+		t.Fatal("an answer was stored for a failed transaction")
 	}
 }

@@ -21,6 +21,22 @@ var ErrDropped = errors.New("event dropped")
 // authorization; it is stored as rejected.
 var ErrRejected = errors.New("event rejected")
 
+// InternalError is the per-PDU error of an event that could not be
+// processed because of a fault of ours (the database, say): nothing of it
+// was committed, and the transaction should be retried. Its text does not
+// reveal the cause, which is logged.
+type InternalError struct {
+	Err error
+}
+
+func (e *InternalError) Error() string { return "internal error while processing the event" }
+
+// Unwrap returns the cause.
+func (e *InternalError) Unwrap() error { return e.Err }
+
+// Internal reports that the error is ours, for callers in other packages.
+func (e *InternalError) Internal() bool { return true }
+
 func dropped(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrDropped, fmt.Sprintf(format, args...))
 }
@@ -86,7 +102,7 @@ func (e *Engine) receiveRoom(ctx context.Context, origin, roomID string, raws []
 		log.Error().Err(err).Msg("room lookup failed")
 		for _, raw := range raws {
 			if ev := parseAnyVersion(raw, roomID); ev != nil {
-				results[ev.EventID()] = fmt.Errorf("room %s: internal error", roomID)
+				results[ev.EventID()] = &InternalError{Err: err}
 			}
 		}
 		return
@@ -112,10 +128,17 @@ func (e *Engine) receiveRoom(ctx context.Context, origin, roomID string, raws []
 	slices.SortStableFunc(evs, func(a, b *rooms.Event) int { return cmp.Compare(a.Depth(), b.Depth()) })
 	for _, ev := range evs {
 		err := e.receiveOne(ctx, origin, h, ev, true)
-		results[ev.EventID()] = err
-		if err != nil {
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrDropped), errors.Is(err, ErrRejected):
 			log.Warn().Err(err).Str(fieldEventID, ev.EventID()).Msg("PDU not accepted")
+		default:
+			log.Error().Err(err).Str(fieldEventID, ev.EventID()).Msg("processing a PDU failed")
+			err = &InternalError{Err: err}
+			// The room's head may be behind what was committed.
+			e.dropHead(roomID)
 		}
+		results[ev.EventID()] = err
 	}
 }
 
