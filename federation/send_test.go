@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -610,5 +611,69 @@ func TestSend_InternalErrorFailsTransaction(t *testing.T) {
 	}
 	if failing.stored.Load() != 0 {
 		t.Fatal("an answer was stored for a failed transaction")
+	}
+}
+
+// countingRooms stores transaction answers in memory and counts the
+// transactions it processes.
+type countingRooms struct {
+	*scriptedRooms
+	mu        sync.Mutex
+	answers   map[string][]byte
+	processed atomic.Int32
+}
+
+func (c *countingRooms) TransactionResponse(_ context.Context, origin, txnID string) ([]byte, bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	a, ok := c.answers[origin+"|"+txnID]
+	return a, ok, nil
+}
+
+func (c *countingRooms) StoreTransactionResponse(_ context.Context, origin, txnID string, response []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.answers[origin+"|"+txnID] = response
+	return nil
+}
+
+func (c *countingRooms) ReceivePDUs(context.Context, string, [][]byte) map[string]error {
+	c.processed.Add(1)
+	return map[string]error{"$a": nil, "$b": errors.New("rejected for the test")}
+}
+
+// TestSend_OneOriginInOrder sends one transaction from one origin many
+// times at once: transactions of an origin are processed one at a time,
+// so it is processed once and every copy gets the same answer.
+func TestSend_OneOriginInOrder(t *testing.T) {
+	pki := newTestPKI(t)
+	counting := &countingRooms{scriptedRooms: newScriptedRooms(), answers: map[string][]byte{}}
+	receiver := newRoomNode(t, pki, "receiver.test", 53)
+	receiver.start(t, pki, counting)
+	sender := newRoomNode(t, pki, "sender.test", 54)
+	sender.start(t, pki, newScriptedRooms())
+	linkNodes(receiver, sender)
+	const copies = 8
+	answers := make([]map[string]string, copies)
+	errs := make([]error, copies)
+	var wg sync.WaitGroup
+	for i := range copies {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			answers[i], errs[i] = sender.client.SendTransaction(context.Background(), "receiver.test", "same", nil, nil)
+		}()
+	}
+	wg.Wait()
+	for i := range copies {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		if answers[i]["$a"] != "" || answers[i]["$b"] != "rejected for the test" || len(answers[i]) != 2 {
+			t.Fatalf("copy %d answered %v", i, answers[i])
+		}
+	}
+	if n := counting.processed.Load(); n != 1 {
+		t.Fatalf("the transaction was processed %d times, want once", n)
 	}
 }
