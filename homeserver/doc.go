@@ -10,3 +10,19 @@
 // satisfies federation's RoomHandler. cmd/ferry builds both in order, so
 // neither package imports the other.
 package homeserver
+
+// Using the engine: fill an Engine's fields (server name, signing key,
+// store, key source, optionally a Remote for fetching missing events) and
+// hand it to federation.Server as its RoomHandler. ReceivePDUs runs the
+// spec's checks on received PDUs in order (room and version, format,
+// signatures, content hash, missing prev events, auth against the auth
+// events, against the state before, against the current state) and
+// persists each event, the state before it, the forward extremities, the
+// current state and the host log entry in one database transaction.
+// CreateRoom and SendEvent act for local users. The read methods (Event,
+// StateIDs, State, EventAuth, Backfill, MissingEvents) answer the
+// federation history endpoints for servers with a joined member.
+//
+// The engine keeps, per room, its forward extremities and current state in
+// memory, changed only under the room's lock after a commit. Every write
+// to a room must therefore go through the engine.
