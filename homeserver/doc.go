@@ -9,8 +9,7 @@
 // outbound delivery), which package federation satisfies; in turn it
 // satisfies federation's RoomHandler. cmd/ferry builds both in order, so
 // neither package imports the other.
-package homeserver
-
+//
 // Using the engine: fill an Engine's fields (server name, signing key,
 // store, key source, optionally a Remote for fetching missing events) and
 // hand it to federation.Server as its RoomHandler. ReceivePDUs runs the
@@ -26,3 +25,4 @@ package homeserver
 // The engine keeps, per room, its forward extremities and current state in
 // memory, changed only under the room's lock after a commit. Every write
 // to a room must therefore go through the engine.
+package homeserver
