@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 )
 
@@ -68,8 +69,45 @@ func (n *hostLogNotifier) close() {
 	}
 }
 
-func (db *DB) appendHostLog(t *txn, entries []HostLogEntry) ([]int64, error) {
+// appendHostLog appends entries; written has the events rows written by
+// the same transaction, to spare their look-ups.
+func (db *DB) appendHostLog(t *txn, entries []HostLogEntry, written map[string]*eventRow) ([]int64, error) {
 	out := make([]int64, 0, len(entries))
+	cols := len(db.d.hostLogRows.columns)
+	args := make([]any, 0, min(len(entries), rowChunk)*cols)
+	flush := func() error {
+		n := len(args) / cols
+		if n == 0 {
+			return nil
+		}
+		q := db.d.multiInsert(db.d.hostLogRows, n)
+		if n != 1 && n != rowChunk {
+			t.transient(q)
+		}
+		rows, err := t.query(q, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		var got []int64
+		for rows.Next() {
+			var pos int64
+			if err := rows.Scan(&pos); err != nil {
+				return err
+			}
+			got = append(got, pos)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		// Positions are given in VALUES order; RETURNING's order is not
+		// promised, so sort.
+		slices.Sort(got)
+		out = append(out, got...)
+		args = args[:0]
+		return nil
+	}
+	now := db.now()
 	for _, e := range entries {
 		switch e.Kind {
 		case HostEvent, HostInvite, HostKnock, HostEDU:
@@ -77,7 +115,9 @@ func (db *DB) appendHostLog(t *txn, entries []HostLogEntry) ([]int64, error) {
 			return nil, fmt.Errorf("host log: unknown kind %q", e.Kind)
 		}
 		var nid sql.NullInt64
-		if e.EventID != "" {
+		if r, ok := written[e.EventID]; ok && e.EventID != "" {
+			nid = sql.NullInt64{Int64: r.nid, Valid: true}
+		} else if e.EventID != "" {
 			err := t.queryRow(db.d.heldEventNID, e.EventID).Scan(&nid.Int64)
 			if errors.Is(err, sql.ErrNoRows) {
 				return nil, fmt.Errorf("host log: event %s: %w", e.EventID, ErrNotFound)
@@ -89,11 +129,15 @@ func (db *DB) appendHostLog(t *txn, entries []HostLogEntry) ([]int64, error) {
 		} else if e.Kind == HostEvent {
 			return nil, errors.New("host log: event entry without an event ID")
 		}
-		var pos int64
-		if err := t.queryRow(db.d.appendHostLog, e.Kind, e.RoomID, nid, e.Payload, db.now()).Scan(&pos); err != nil {
-			return nil, err
+		args = append(args, e.Kind, e.RoomID, nid, e.Payload, now)
+		if len(args) == rowChunk*cols {
+			if err := flush(); err != nil {
+				return nil, err
+			}
 		}
-		out = append(out, pos)
+	}
+	if err := flush(); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -104,7 +148,7 @@ func (db *DB) AppendHostLog(ctx context.Context, entries ...HostLogEntry) ([]int
 	var out []int64
 	err := db.write(ctx, func(t *txn) error {
 		var err error
-		out, err = db.appendHostLog(t, entries)
+		out, err = db.appendHostLog(t, entries, nil)
 		return err
 	})
 	if err != nil {

@@ -19,12 +19,26 @@ type wtx struct {
 
 	eventNIDs map[string]int64
 	newKeys   map[StateKey]int64
+	// rows caches the events rows written by this transaction.
+	rows map[string]*eventRow
+	// followed marks events that an accepted event of this transaction
+	// lists as a prev event (whose edges may still be buffered).
+	followed map[int64]bool
+	// maxNID is the highest event number before this transaction: a row
+	// numbered above it that was not a placeholder of this transaction is
+	// new, so no held event can list it as a prev event.
+	maxNID int64
+	// ext is the room's forward extremities as this transaction changes
+	// them (nil until first needed); extAtStart what the table holds.
+	ext, extAtStart map[int64]bool
 
-	prevEdges, authEdges, entries, current *rowBuffer
+	prevEdges, authEdges, entries, current, outbound *rowBuffer
 }
 
 func (db *DB) newWtx(t *txn) *wtx {
 	return &wtx{t: t, db: db, eventNIDs: make(map[string]int64), newKeys: make(map[StateKey]int64),
+		rows: make(map[string]*eventRow), followed: make(map[int64]bool),
+		outbound:  newRowBuffer(db.d.outboundRows),
 		prevEdges: newRowBuffer(db.d.prevEdgeRows),
 		authEdges: newRowBuffer(db.d.authEdgeRows),
 		entries:   newRowBuffer(db.d.stateEntryRows),
@@ -122,6 +136,9 @@ func (w *wtx) persist(b Batch, res *PersistResult) error {
 	if err != nil {
 		return err
 	}
+	if err := w.t.queryRow(w.db.d.maxEventNID).Scan(&w.maxNID); err != nil {
+		return err
+	}
 	if roomID != "" {
 		if w.roomNID, err = w.db.ensureRoom(w.t, roomID, version, b.RoomStatus); err != nil {
 			return err
@@ -164,6 +181,9 @@ func (w *wtx) persist(b Batch, res *PersistResult) error {
 	if err := w.persistOutliers(outliers, res); err != nil {
 		return err
 	}
+	if err := w.writeExtremities(); err != nil {
+		return err
+	}
 	if b.CurrentState != nil {
 		if w.roomNID == 0 {
 			return errors.New("current state given without events")
@@ -177,7 +197,7 @@ func (w *wtx) persist(b Batch, res *PersistResult) error {
 		}
 	}
 	if len(b.HostLog) > 0 {
-		if res.HostLog, err = w.db.appendHostLog(w.t, b.HostLog); err != nil {
+		if res.HostLog, err = w.db.appendHostLog(w.t, b.HostLog, w.rows); err != nil {
 			return err
 		}
 	}
@@ -233,6 +253,7 @@ func (w *wtx) persistOutliers(evs []*rooms.Event, res *PersistResult) error {
 	}
 	for id, nid := range written {
 		w.eventNIDs[id] = nid
+		w.rows[id] = &eventRow{nid: nid, held: true, outlier: true}
 	}
 	for _, ev := range evs {
 		nid, ok := written[ev.EventID()]
@@ -407,6 +428,7 @@ func (w *wtx) persistOne(ne *NewEvent) (bool, error) {
 	if ne.Outcome == SoftFailed {
 		softFailed = 1
 	}
+	_, placeholder := w.eventNIDs[ev.EventID()]
 	var nid int64
 	var id string
 	err := w.t.queryRow(w.db.d.multiInsert(w.db.d.eventRows, 1), ev.EventID(), w.roomNID, skNID, membership,
@@ -420,17 +442,20 @@ func (w *wtx) persistOne(ne *NewEvent) (bool, error) {
 		return false, err
 	}
 	w.eventNIDs[ev.EventID()] = nid
+	w.rows[ev.EventID()] = &eventRow{nid: nid, stateKey: skNID, held: true, outlier: outlier == 1,
+		rejected: rejected.Valid, before: before}
 	prevNIDs, err := w.addEdges(nid, ev)
 	if err != nil {
 		return false, err
 	}
 	if ne.Outcome == Accepted {
-		if err := w.updateExtremities(nid, prevNIDs); err != nil {
+		fresh := nid > w.maxNID && !placeholder
+		if err := w.updateExtremities(nid, prevNIDs, fresh); err != nil {
 			return false, err
 		}
 	}
 	for _, dest := range ne.Destinations {
-		if _, err := w.t.exec(w.db.d.enqueuePDU, dest, nid); err != nil {
+		if err := w.add(w.outbound, dest, nid); err != nil {
 			return false, err
 		}
 	}
@@ -463,15 +488,65 @@ func (w *wtx) addEdges(nid int64, ev *rooms.Event) ([]int64, error) {
 	return prevNIDs, nil
 }
 
-func (w *wtx) updateExtremities(nid int64, prevs []int64) error {
-	if err := w.flushAll(); err != nil {
-		return err
-	}
-	for _, p := range prevs {
-		if _, err := w.t.exec(w.db.d.deleteExtremity, w.roomNID, p); err != nil {
+func (w *wtx) updateExtremities(nid int64, prevs []int64, fresh bool) error {
+	if w.ext == nil {
+		w.ext, w.extAtStart = make(map[int64]bool), make(map[int64]bool)
+		rows, err := w.t.query(w.db.d.extremityNIDs, w.roomNID)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var e int64
+			if err := rows.Scan(&e); err != nil {
+				rows.Close()
+				return err
+			}
+			w.ext[e], w.extAtStart[e] = true, true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
 			return err
 		}
 	}
-	_, err := w.t.exec(w.db.d.addExtremity, w.roomNID, nid)
-	return err
+	for _, p := range prevs {
+		w.followed[p] = true
+		delete(w.ext, p)
+	}
+	if w.followed[nid] {
+		return nil
+	}
+	if !fresh {
+		// A held event of an earlier transaction may follow it.
+		if err := w.flush(w.prevEdges); err != nil {
+			return err
+		}
+		var n int64
+		if err := w.t.queryRow(w.db.d.heldFollowers, nid).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return nil
+		}
+	}
+	w.ext[nid] = true
+	return nil
+}
+
+// writeExtremities stores the changes made to the forward extremities.
+func (w *wtx) writeExtremities() error {
+	for e := range w.extAtStart {
+		if !w.ext[e] {
+			if _, err := w.t.exec(w.db.d.deleteExtremity, w.roomNID, e); err != nil {
+				return err
+			}
+		}
+	}
+	for e := range w.ext {
+		if !w.extAtStart[e] {
+			if _, err := w.t.exec(w.db.d.addExtremity, w.roomNID, e); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -62,5 +62,5 @@ func (w *wtx) flushAll() error {
 }
 
 func (w *wtx) buffers() []*rowBuffer {
-	return []*rowBuffer{w.prevEdges, w.authEdges, w.entries, w.current}
+	return []*rowBuffer{w.prevEdges, w.authEdges, w.entries, w.current, w.outbound}
 }

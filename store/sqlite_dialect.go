@@ -38,6 +38,7 @@ type dialect struct {
 	heldNIDsInRoom, prevEventsOf, eventIDByNID, eventStateRow string
 	redactEvent, authChain                                    string
 	addExtremity, deleteExtremity, forwardExtremities         string
+	extremityNIDs, maxEventNID, heldFollowers                 string
 
 	// state
 	lookupStateKey, stateKeyByNID                  string
@@ -56,13 +57,15 @@ type dialect struct {
 
 	// inbound transactions, outbound queues
 	txnResponse, putTxnResponse, expireTxns                   string
-	enqueuePDU, enqueueEDU, pendingDestinations               string
+	outboundRows                                              insertShape
+	enqueueEDU, pendingDestinations                           string
 	peekPDUs, peekEDUs, beginTxn, deleteTxnItems, completeTxn string
 	recordFailure, trimPDUs, destination, allDestinations     string
 	pendingCount                                              string
 
 	// host log
-	appendHostLog, readHostLog, hostLogHead, cursor, setCursor string
+	hostLogRows                                 insertShape
+	readHostLog, hostLogHead, cursor, setCursor string
 
 	// diagnostics
 	statsCounts, pageCount, pageSize, allSnapshotParents string
@@ -165,12 +168,13 @@ var sqliteDialect = &dialect{
 		SELECT a.auth_nid FROM chain c JOIN event_auth a ON a.event_nid = c.nid
 	)
 	SELECT e.event_nid, e.event_id FROM chain c JOIN events e ON e.event_nid = c.nid WHERE e.json IS NOT NULL`,
-	addExtremity: `INSERT OR IGNORE INTO forward_extremities (room_nid, event_nid)
-		SELECT ?1, ?2 WHERE NOT EXISTS (
-			SELECT 1 FROM event_prev p JOIN events c ON c.event_nid = p.event_nid
-			WHERE p.prev_nid = ?2 AND c.json IS NOT NULL AND c.outlier = 0
-				AND c.rejected_reason IS NULL AND c.soft_failed = 0)`,
+	addExtremity: `INSERT INTO forward_extremities (room_nid, event_nid) VALUES (?, ?) ON CONFLICT DO NOTHING`,
+	heldFollowers: `SELECT COUNT(*) FROM event_prev p JOIN events c ON c.event_nid = p.event_nid
+		WHERE p.prev_nid = ? AND c.json IS NOT NULL AND c.outlier = 0
+			AND c.rejected_reason IS NULL AND c.soft_failed = 0`,
 	deleteExtremity: `DELETE FROM forward_extremities WHERE room_nid = ? AND event_nid = ?`,
+	extremityNIDs:   `SELECT event_nid FROM forward_extremities WHERE room_nid = ?`,
+	maxEventNID:     `SELECT COALESCE(MAX(event_nid), 0) FROM events`,
 	forwardExtremities: `SELECT e.event_id FROM forward_extremities f JOIN events e ON e.event_nid = f.event_nid
 		WHERE f.room_nid = ? ORDER BY e.event_id`,
 
@@ -231,7 +235,7 @@ var sqliteDialect = &dialect{
 	putTxnResponse: `INSERT INTO inbound_txns (origin, txn_id, response, received_ts) VALUES (?, ?, ?, ?)
 		ON CONFLICT (origin, txn_id) DO UPDATE SET response = excluded.response`,
 	expireTxns:          `DELETE FROM inbound_txns WHERE received_ts < ?`,
-	enqueuePDU:          `INSERT INTO outbound (destination, event_nid) VALUES (?, ?)`,
+	outboundRows:        insertShape{"outbound", []string{"destination", "event_nid"}, ""},
 	enqueueEDU:          `INSERT INTO outbound (destination, edu) VALUES (?, ?)`,
 	pendingDestinations: `SELECT destination FROM outbound UNION SELECT destination FROM destinations WHERE txn_id != '' ORDER BY 1`,
 	peekPDUs: `SELECT o.pos, e.event_id, e.json FROM outbound o JOIN events e ON e.event_nid = o.event_nid
@@ -264,7 +268,7 @@ var sqliteDialect = &dialect{
 		FROM destinations d ORDER BY d.destination`,
 	pendingCount: `SELECT COUNT(*) FROM outbound WHERE destination = ?`,
 
-	appendHostLog: `INSERT INTO host_log (kind, room_id, event_nid, payload, ts) VALUES (?, ?, ?, ?, ?) RETURNING pos`,
+	hostLogRows: insertShape{"host_log", []string{"kind", "room_id", "event_nid", "payload", "ts"}, "RETURNING pos"},
 	readHostLog: `SELECT h.pos, h.kind, h.room_id, e.event_id, COALESCE(e.json, h.payload), h.ts
 		FROM host_log h LEFT JOIN events e ON e.event_nid = h.event_nid
 		WHERE h.pos > ? ORDER BY h.pos LIMIT ?`,

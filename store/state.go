@@ -148,13 +148,10 @@ func (db *DB) eventRow(t *txn, id string) (eventRow, error) {
 // resolveState turns a StateRef into a snapshot number, writing a
 // snapshot node when the state is new.
 func (w *wtx) resolveState(ref *StateRef) (int64, error) {
-	if err := w.flushAll(); err != nil {
-		return 0, err
-	}
 	var base int64
 	switch {
 	case ref.AfterEvent != "":
-		r, err := w.db.eventRow(w.t, ref.AfterEvent)
+		r, err := w.eventRow(ref.AfterEvent)
 		if err != nil {
 			return 0, err
 		}
@@ -162,7 +159,7 @@ func (w *wtx) resolveState(ref *StateRef) (int64, error) {
 			return 0, err
 		}
 	case ref.BeforeEvent != "":
-		r, err := w.db.eventRow(w.t, ref.BeforeEvent)
+		r, err := w.eventRow(ref.BeforeEvent)
 		if err != nil {
 			return 0, err
 		}
@@ -191,9 +188,23 @@ func (w *wtx) resolveState(ref *StateRef) (int64, error) {
 	return w.addSnapshot(base, changes)
 }
 
+// eventRow reads an events row, from the rows this transaction wrote
+// when it can.
+func (w *wtx) eventRow(id string) (*eventRow, error) {
+	if r, ok := w.rows[id]; ok {
+		return r, nil
+	}
+	r, err := w.db.eventRow(w.t, id)
+	if err != nil {
+		return nil, err
+	}
+	w.rows[id] = &r
+	return &r, nil
+}
+
 // stateAfter returns the snapshot of the state after an event, writing it
 // (and remembering it on the event row) the first time it is needed.
-func (w *wtx) stateAfter(r eventRow, id string) (int64, error) {
+func (w *wtx) stateAfter(r *eventRow, id string) (int64, error) {
 	if r.after.Valid {
 		return r.after.Int64, nil
 	}
@@ -210,6 +221,7 @@ func (w *wtx) stateAfter(r eventRow, id string) (int64, error) {
 	if _, err := w.t.exec(w.db.d.setAfterSnapshot, snap, r.nid); err != nil {
 		return 0, err
 	}
+	r.after = sql.NullInt64{Int64: snap, Valid: true}
 	return snap, nil
 }
 
