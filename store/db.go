@@ -48,6 +48,9 @@ type Options struct {
 	// is written, so small rooms are not rewritten at every change.
 	// Default 64.
 	MinDeltaRows int
+	// StateCacheEntries bounds the state entries of full snapshots kept
+	// in memory for reads (about 100 bytes each). Default 500,000.
+	StateCacheEntries int
 	// Logger receives lifecycle logs. Default: none.
 	Logger *zerolog.Logger
 	// Now is the clock, for tests. Default time.Now.
@@ -69,6 +72,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MinDeltaRows <= 0 {
 		o.MinDeltaRows = 64
+	}
+	if o.StateCacheEntries <= 0 {
+		o.StateCacheEntries = 500_000
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -95,6 +101,7 @@ type DB struct {
 	rooms     map[string]roomInfo
 
 	hostLog hostLogNotifier
+	roots   rootCache
 }
 
 type roomInfo struct {
@@ -139,6 +146,7 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 		rooms:     make(map[string]roomInfo),
 	}
 	db.hostLog.init()
+	db.roots.limit = opts.StateCacheEntries
 	if opts.Logger != nil {
 		db.log = *opts.Logger
 	}

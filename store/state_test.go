@@ -22,7 +22,7 @@ func TestState_RandomDAG(t *testing.T) {
 		name string
 		opts store.Options
 	}{
-		{"small thresholds", store.Options{MinDeltaRows: 3, FullSnapshotRatio: 0.5}},
+		{"small thresholds", store.Options{MinDeltaRows: 3, FullSnapshotRatio: 0.5, StateCacheEntries: 40}},
 		{"defaults", store.Options{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -5,46 +5,117 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
+	"sync"
 )
 
-// loadStateIDs returns the full state of a chain with names and IDs.
+// loadStateIDs returns the full state of a chain with names and IDs. The
+// full root comes from the root cache when it can (full snapshots never
+// change); the deltas below it are read and applied on a copy.
 func (db *DB) loadStateIDs(t *txn, chain []snapNode) (StateMap, error) {
-	var size int64
-	if len(chain) > 0 {
-		size = chain[len(chain)-1].rows
+	if len(chain) == 0 {
+		return StateMap{}, nil
 	}
-	out := make(StateMap, size)
-	seen := make(map[int64]bool)
-	for i, n := range chain {
-		root := i == len(chain)-1
-		rows, err := t.query(db.d.stateEntriesNamed, n.nid)
+	root := chain[len(chain)-1]
+	base, ok := db.roots.get(root.nid)
+	if !ok {
+		base = make(StateMap, root.rows)
+		err := db.scanNamedEntries(t, root.nid, func(_ int64, k StateKey, id sql.NullString) {
+			if id.Valid {
+				base[k] = id.String
+			}
+		})
 		if err != nil {
 			return nil, err
 		}
-		for rows.Next() {
-			var sk int64
-			var k StateKey
-			var id sql.NullString
-			if err := rows.Scan(&sk, &k.Type, &k.StateKey, &id); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			if seen[sk] {
-				continue
-			}
-			if !root {
-				seen[sk] = true
-			}
+		db.roots.put(root.nid, base)
+	}
+	out := maps.Clone(base)
+	for i := len(chain) - 2; i >= 0; i-- {
+		err := db.scanNamedEntries(t, chain[i].nid, func(_ int64, k StateKey, id sql.NullString) {
 			if id.Valid {
 				out[k] = id.String
+			} else {
+				delete(out, k)
 			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+		})
+		if err != nil {
 			return nil, err
 		}
 	}
 	return out, nil
+}
+
+func (db *DB) scanNamedEntries(t *txn, snap int64, fn func(sk int64, k StateKey, id sql.NullString)) error {
+	rows, err := t.query(db.d.stateEntriesNamed, snap)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var sk int64
+		var k StateKey
+		var id sql.NullString
+		if err := rows.Scan(&sk, &k.Type, &k.StateKey, &id); err != nil {
+			return err
+		}
+		fn(sk, k, id)
+	}
+	return rows.Err()
+}
+
+// rootCache keeps the named state of recently read full snapshots, up to
+// a number of entries in all. Full snapshots are immutable, so entries
+// never go stale; callers get copies.
+type rootCache struct {
+	mu      sync.Mutex
+	limit   int
+	size    int
+	entries map[int64]StateMap
+	order   []int64 // least recently used first
+}
+
+func (c *rootCache) get(nid int64) (StateMap, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m, ok := c.entries[nid]
+	if ok {
+		c.touch(nid)
+	}
+	return m, ok
+}
+
+func (c *rootCache) touch(nid int64) {
+	for i, n := range c.order {
+		if n == nid {
+			c.order = append(c.order[:i], c.order[i+1:]...)
+			break
+		}
+	}
+	c.order = append(c.order, nid)
+}
+
+func (c *rootCache) put(nid int64, m StateMap) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(m) > c.limit {
+		return
+	}
+	if c.entries == nil {
+		c.entries = make(map[int64]StateMap)
+	}
+	if _, ok := c.entries[nid]; ok {
+		return
+	}
+	for c.size+len(m) > c.limit && len(c.order) > 0 {
+		old := c.order[0]
+		c.order = c.order[1:]
+		c.size -= len(c.entries[old])
+		delete(c.entries, old)
+	}
+	c.entries[nid] = m
+	c.size += len(m)
+	c.order = append(c.order, nid)
 }
 
 // StateBefore returns the room state before a held, non-outlier event
