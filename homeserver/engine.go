@@ -91,6 +91,9 @@ type Engine struct {
 	cache   map[string]*store.StoredEvent
 	chains  map[string]*rooms.AuthChainCache
 	heads   map[string]*roomHead
+	// pinned holds staged events until they are committed; the cache may
+	// be emptied, pinned events stay.
+	pinned map[string]*store.StoredEvent
 }
 
 type roomLock struct {
@@ -176,7 +179,10 @@ func badRequest(format string, args ...any) error {
 // storedEvent reads a held event through the engine's cache.
 func (e *Engine) storedEvent(ctx context.Context, id string) (*store.StoredEvent, error) {
 	e.cacheMu.Lock()
-	se, ok := e.cache[id]
+	se, ok := e.pinned[id]
+	if !ok {
+		se, ok = e.cache[id]
+	}
 	e.cacheMu.Unlock()
 	if ok {
 		return se, nil

@@ -371,3 +371,140 @@ func TestEngine_ReadsRefused(t *testing.T) {
 		t.Fatalf("rejected join stored as %+v, %v", se, err)
 	}
 }
+
+// builder builds a remote server's events on a chain it tracks itself,
+// for several events sent in one transaction.
+type builder struct {
+	t     *testing.T
+	v     rooms.Version
+	room  string
+	state map[rooms.StateTuple]string
+	depth int64
+	ts    int64
+}
+
+func newBuilder(t *testing.T, e *homeserver.Engine, roomID string) *builder {
+	t.Helper()
+	ctx := context.Background()
+	room, err := e.Store.Room(ctx, roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := rooms.LookupVersion(room.Version)
+	cur, err := e.Store.CurrentState(ctx, roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &builder{t: t, v: v, room: roomID, state: map[rooms.StateTuple]string{}, depth: 100, ts: 1_800_000_000_000}
+	for k, id := range cur {
+		b.state[rooms.StateTuple(k)] = id
+	}
+	return b
+}
+
+func (b *builder) build(typ string, stateKey *string, sender string, content map[string]any, prev ...string) *rooms.Event {
+	b.t.Helper()
+	b.depth++
+	b.ts++
+	tmpl := rooms.EventTemplate{Type: typ, StateKey: stateKey, Sender: sender, RoomID: b.room, Content: content,
+		PrevEvents: prev, Depth: b.depth, OriginServerTS: b.ts}
+	for _, k := range rooms.AuthSelectionFor(b.v, tmpl) {
+		if id, ok := b.state[k]; ok {
+			tmpl.AuthEvents = append(tmpl.AuthEvents, id)
+		}
+	}
+	ev, err := rooms.BuildEvent(b.v, tmpl, roomstest.UserKey(sender))
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	if k, ok := rooms.StateTupleOf(ev); ok {
+		b.state[k] = ev.EventID()
+	}
+	return ev
+}
+
+// TestEngine_OneTransaction receives a run of dependent events in one
+// call: a join and the joiner's messages (its auth events and prev events
+// decided earlier in the same transaction), a fork of two events on one
+// parent, an event the state rejects and a redaction, all committed
+// together.
+func TestEngine_OneTransaction(t *testing.T) {
+	for _, version := range rooms.SupportedVersionIDs() {
+		t.Run("v"+version, func(t *testing.T) {
+			ctx := context.Background()
+			e := newEngine(t)
+			roomID, err := e.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: version, Preset: homeserver.PresetPublicChat})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ext, _ := e.Store.ForwardExtremities(ctx, roomID)
+			b := newBuilder(t, e, roomID)
+			join := b.build("m.room.member", rooms.StringPtr(bob), bob, map[string]any{"membership": "join"}, ext...)
+			m1 := b.build("m.room.message", nil, bob, map[string]any{"body": "1"}, join.EventID())
+			forkA := b.build("m.room.message", nil, bob, map[string]any{"body": "a"}, m1.EventID())
+			forkB := b.build("m.room.message", nil, bob, map[string]any{"body": "b"}, m1.EventID())
+			// Bob may not change the power levels (state_default 50 and
+			// the power levels event's own level).
+			plBefore := b.state[rooms.StateTuple{Type: "m.room.power_levels"}]
+			pl := b.build("m.room.power_levels", rooms.StringPtr(""), bob, map[string]any{"users": map[string]any{bob: 100}}, forkA.EventID(), forkB.EventID())
+			b.state[rooms.StateTuple{Type: "m.room.power_levels"}] = plBefore // the remote knows it will be rejected
+			merge := b.build("m.room.message", nil, bob, map[string]any{"body": "merge"}, forkA.EventID(), forkB.EventID())
+			redact := b.buildRedaction(bob, m1.EventID(), merge.EventID())
+
+			res := receive(t, e, remote, redact, merge, pl, forkB, forkA, m1, join)
+			for _, ev := range []*rooms.Event{join, m1, forkA, forkB, merge, redact} {
+				if err := res[ev.EventID()]; err != nil {
+					t.Fatalf("event %s: %v", ev.EventID(), err)
+				}
+			}
+			if err := res[pl.EventID()]; !errors.Is(err, homeserver.ErrRejected) {
+				t.Fatalf("power levels by a member without power: %v, want rejected", err)
+			}
+			if ext, _ := e.Store.ForwardExtremities(ctx, roomID); !slices.Equal(ext, []string{redact.EventID()}) {
+				t.Fatalf("extremities %v, want the redaction", ext)
+			}
+			se, err := e.Store.Event(ctx, m1.EventID())
+			if err != nil || !se.Redacted {
+				t.Fatalf("redacted message: %+v, %v", se, err)
+			}
+			cur, err := e.Store.CurrentStateEvent(ctx, roomID, store.StateKey{Type: "m.room.power_levels"})
+			if err != nil || cur == pl.EventID() {
+				t.Fatalf("current power levels %s, %v: the rejected event must not be state", cur, err)
+			}
+			log, err := e.Store.ReadHostLog(ctx, 0, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var logged []string
+			for _, r := range log {
+				logged = append(logged, r.EventID)
+			}
+			for _, ev := range []*rooms.Event{join, m1, forkA, forkB, merge, redact} {
+				if !slices.Contains(logged, ev.EventID()) {
+					t.Fatalf("host log lacks %s", ev.EventID())
+				}
+			}
+			if slices.Contains(logged, pl.EventID()) {
+				t.Fatal("host log has the rejected event")
+			}
+		})
+	}
+}
+
+func (b *builder) buildRedaction(sender, target string, prev ...string) *rooms.Event {
+	b.t.Helper()
+	b.depth++
+	b.ts++
+	tmpl := rooms.EventTemplate{Type: "m.room.redaction", Sender: sender, RoomID: b.room, Content: map[string]any{},
+		PrevEvents: prev, Depth: b.depth, OriginServerTS: b.ts, Redacts: target}
+	for _, k := range rooms.AuthSelectionFor(b.v, tmpl) {
+		if id, ok := b.state[k]; ok {
+			tmpl.AuthEvents = append(tmpl.AuthEvents, id)
+		}
+	}
+	ev, err := rooms.BuildEvent(b.v, tmpl, roomstest.UserKey(sender))
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return ev
+}

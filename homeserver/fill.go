@@ -67,6 +67,9 @@ func (e *Engine) fillGap(ctx context.Context, origin string, h *roomHead, ev *ro
 		return nil, nil
 	}
 	log.Info().Strs("missing", missing).Msg("gap not filled by get_missing_events; fetching the state at the event")
+	if err := e.flushIfStaged(ctx, h, ev.RoomID()); err != nil {
+		return nil, err
+	}
 	return e.stateAt(ctx, origin, v, ev)
 }
 

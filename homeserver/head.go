@@ -18,6 +18,8 @@ type roomHead struct {
 	v           rooms.Version
 	extremities []string // sorted, as the store returns them
 	current     rooms.StateMap
+	// stage collects decisions while a transaction's PDUs are judged.
+	stage *staged
 }
 
 // head returns the head of a room we are in, loading it on first use, or

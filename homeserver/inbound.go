@@ -126,19 +126,40 @@ func (e *Engine) receiveRoom(ctx context.Context, origin, roomID string, raws []
 		evs = append(evs, ev)
 	}
 	slices.SortStableFunc(evs, func(a, b *rooms.Event) int { return cmp.Compare(a.Depth(), b.Depth()) })
-	for _, ev := range evs {
+	e.beginStaging(h)
+	failed := func(err error) {
+		// Our fault: the transaction fails and is retried, so every PDU
+		// not committed yet, staged ones included, is answered with it.
+		log.Error().Err(err).Msg("processing PDUs failed")
+		var fe *flushError
+		if errors.As(err, &fe) {
+			for _, id := range fe.ids {
+				results[id] = &InternalError{Err: err}
+			}
+		}
+		e.dropHead(roomID)
+	}
+	for i, ev := range evs {
 		err := e.receiveOne(ctx, origin, h, ev, true)
 		switch {
 		case err == nil:
 		case errors.Is(err, ErrDropped), errors.Is(err, ErrRejected):
 			log.Warn().Err(err).Str(fieldEventID, ev.EventID()).Msg("PDU not accepted")
 		default:
-			log.Error().Err(err).Str(fieldEventID, ev.EventID()).Msg("processing a PDU failed")
-			err = &InternalError{Err: err}
-			// The room's head may be behind what was committed.
-			e.dropHead(roomID)
+			failed(err)
+			ids, _ := e.endStaging(ctx, h, roomID)
+			for _, id := range ids {
+				results[id] = &InternalError{Err: err}
+			}
+			for _, rest := range evs[i:] {
+				results[rest.EventID()] = &InternalError{Err: err}
+			}
+			return
 		}
 		results[ev.EventID()] = err
+	}
+	if _, err := e.endStaging(ctx, h, roomID); err != nil {
+		failed(err)
 	}
 }
 
@@ -196,6 +217,16 @@ func (e *Engine) receiveOne(ctx context.Context, origin string, h *roomHead, ev 
 	if err != nil {
 		return err
 	}
+	if len(missing) > 0 && h.pendingCount() > 0 {
+		// Staged events may have left the cache; commit them and look
+		// again before asking anyone.
+		if err := e.flushIfStaged(ctx, h, ev.RoomID()); err != nil {
+			return err
+		}
+		if missing, err = e.prevsWithoutState(ctx, ev); err != nil {
+			return err
+		}
+	}
 	if len(missing) > 0 {
 		// Not stored: a later event naming it brings another chance to
 		// fetch what is missing.
@@ -244,7 +275,7 @@ func (e *Engine) judge(ctx context.Context, origin string, h *roomHead, ev *room
 	if err != nil {
 		return err
 	}
-	authEvs, err := e.authEvents(ctx, origin, h.v, ev)
+	authEvs, err := e.authEvents(ctx, origin, h, ev)
 	if err != nil {
 		return err
 	}
@@ -260,17 +291,17 @@ func (e *Engine) judge(ctx context.Context, origin string, h *roomHead, ev *room
 		return err == nil && se.Rejected
 	}
 	if err := rooms.CheckAuthEvents(ev, authEvs, create, isRejected); err != nil {
-		return e.persistRejected(ctx, ev, ref, "auth events: "+err.Error())
+		return e.persistRejected(ctx, h, ev, ref, "auth events: "+err.Error())
 	}
 	if stateErr != nil {
-		return e.persistRejected(ctx, ev, nil, stateErr.Error())
+		return e.persistRejected(ctx, h, ev, nil, stateErr.Error())
 	}
 	beforeEvs, err := e.loadState(ctx, before, authKeys(ev))
 	if err != nil {
 		return err
 	}
 	if err := rooms.CheckAuth(ev, beforeEvs); err != nil {
-		return e.persistRejected(ctx, ev, ref, "state before the event: "+err.Error())
+		return e.persistRejected(ctx, h, ev, ref, "state before the event: "+err.Error())
 	}
 	current, err := e.stateForSoftFail(ctx, h, ev, before)
 	if err != nil {
@@ -278,7 +309,7 @@ func (e *Engine) judge(ctx context.Context, origin string, h *roomHead, ev *room
 	}
 	if err := rooms.CheckAuth(ev, current); err != nil {
 		e.Logger.Info().Str(fieldOrigin, origin).Str(fieldEventID, ev.EventID()).Err(err).Msg("event soft-failed")
-		return e.persist(ctx, store.Batch{Events: []store.NewEvent{{Event: ev, Outcome: store.SoftFailed, StateBefore: ref}}})
+		return e.record(ctx, h, store.Batch{Events: []store.NewEvent{{Event: ev, Outcome: store.SoftFailed, StateBefore: ref}}})
 	}
 	curRef, newCurrent, err := e.currentAfter(ctx, h, ev, before)
 	if err != nil {
@@ -289,12 +320,11 @@ func (e *Engine) judge(ctx context.Context, origin string, h *roomHead, ev *room
 		CurrentState: curRef,
 		HostLog:      []store.HostLogEntry{{Kind: store.HostEvent, RoomID: ev.RoomID(), EventID: ev.EventID()}},
 	}
-	if err := e.persist(ctx, batch); err != nil {
+	if err := e.commitAccepted(ctx, h, ev, batch, newCurrent, beforeEvs); err != nil {
 		return err
 	}
-	e.accepted(ctx, h, ev.RoomID(), newCurrent)
 	e.Logger.Debug().Str(fieldOrigin, origin).Str(fieldEventID, ev.EventID()).Msg("event accepted")
-	return e.applyRedaction(ctx, ev, beforeEvs)
+	return nil
 }
 
 // persist writes a batch and remembers its events as stored.
@@ -316,13 +346,7 @@ func (e *Engine) persist(ctx context.Context, b store.Batch) error {
 		if !stored[ne.Event.EventID()] {
 			continue // held before; the store kept what it had
 		}
-		e.remember(&store.StoredEvent{
-			Event:          ne.Event,
-			Outlier:        ne.Outcome == store.Outlier || (ne.Outcome == store.Rejected && ne.StateBefore == nil),
-			Rejected:       ne.Outcome == store.Rejected,
-			RejectedReason: rejectedReason(ne),
-			SoftFailed:     ne.Outcome == store.SoftFailed,
-		})
+		e.remember(storedFrom(ne))
 	}
 	return nil
 }
@@ -339,8 +363,8 @@ func rejectedReason(ne store.NewEvent) string {
 }
 
 // persistRejected stores ev as rejected and returns the per-PDU error.
-func (e *Engine) persistRejected(ctx context.Context, ev *rooms.Event, ref *store.StateRef, reason string) error {
-	err := e.persist(ctx, store.Batch{Events: []store.NewEvent{{Event: ev, Outcome: store.Rejected, RejectedReason: reason, StateBefore: ref}}})
+func (e *Engine) persistRejected(ctx context.Context, h *roomHead, ev *rooms.Event, ref *store.StateRef, reason string) error {
+	err := e.record(ctx, h, store.Batch{Events: []store.NewEvent{{Event: ev, Outcome: store.Rejected, RejectedReason: reason, StateBefore: ref}}})
 	if err != nil {
 		return err
 	}
@@ -376,13 +400,16 @@ func (e *Engine) roomCreate(ctx context.Context, roomID string) (*rooms.Event, e
 // authEvents returns the held auth events of ev, fetching missing ones
 // from origin. Events that stay missing are left out; the auth events
 // check then rejects ev.
-func (e *Engine) authEvents(ctx context.Context, origin string, v rooms.Version, ev *rooms.Event) ([]*rooms.Event, error) {
+func (e *Engine) authEvents(ctx context.Context, origin string, h *roomHead, ev *rooms.Event) ([]*rooms.Event, error) {
 	out := make([]*rooms.Event, 0, len(ev.AuthEvents()))
 	budget := e.maxFetched()
 	for _, id := range ev.AuthEvents() {
 		se, err := e.storedEvent(ctx, id)
 		if errors.Is(err, store.ErrNotFound) && e.Remote != nil && budget > 0 {
-			e.fetchOutliers(ctx, origin, v, []string{id}, &budget)
+			if err := e.flushIfStaged(ctx, h, ev.RoomID()); err != nil {
+				return nil, err
+			}
+			e.fetchOutliers(ctx, origin, h.v, []string{id}, &budget)
 			se, err = e.storedEvent(ctx, id)
 		}
 		if errors.Is(err, store.ErrNotFound) {
@@ -412,6 +439,9 @@ func (e *Engine) stateBefore(ctx context.Context, h *roomHead, ev *rooms.Event, 
 		// The usual case: the event follows the only extremity, after
 		// which the state is the current state.
 		return h.current, &store.StateRef{AfterEvent: prevs[0]}, nil
+	}
+	if err := e.flushIfStaged(ctx, h, ev.RoomID()); err != nil {
+		return nil, nil, err
 	}
 	states := make([]rooms.StateMap, 0, len(prevs))
 	var first string
@@ -487,6 +517,9 @@ func (e *Engine) currentAfter(ctx context.Context, h *roomHead, ev *rooms.Event,
 	}
 	if len(others) == 0 {
 		return &store.StateRef{AfterEvent: ev.EventID()}, after, nil
+	}
+	if err := e.flushIfStaged(ctx, h, ev.RoomID()); err != nil {
+		return nil, nil, err
 	}
 	states := []rooms.StateMap{after}
 	for _, x := range others {
