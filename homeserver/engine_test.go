@@ -508,3 +508,38 @@ func (b *builder) buildRedaction(sender, target string, prev ...string) *rooms.E
 	}
 	return ev
 }
+
+// TestEngine_MalformedPDUs: whatever arrives, nothing panics, nothing is
+// stored, and PDUs whose ID can be computed get an error.
+func TestEngine_MalformedPDUs(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(t)
+	roomID, err := e.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: "12", Preset: homeserver.PresetPublicChat})
+	if err != nil {
+		t.Fatal(err)
+	}
+	join := remoteEvent(t, e, roomID, "m.room.member", rooms.StringPtr(bob), bob, map[string]any{"membership": "join"})
+	noPrev := map[string]any{}
+	for k, v := range join.Object() {
+		noPrev[k] = v
+	}
+	delete(noPrev, "prev_events")
+	noPrevJSON, _ := rooms.EncodeCanonical(noPrev)
+	raws := [][]byte{
+		[]byte(`1`), []byte(`[]`), []byte(`null`), []byte(`{`), []byte(`{"room_id": 5}`),
+		[]byte(fmt.Sprintf(`{"room_id": %q}`, roomID)),
+		[]byte(fmt.Sprintf(`{"room_id": %q, "type": "m.room.message", "content": "x"}`, roomID)),
+		noPrevJSON,
+		[]byte(`{"type":"m.room.create","content":{"room_version":"12"},"sender":"@x:remote.test"}`),
+		append([]byte(fmt.Sprintf(`{"room_id": %q, "pad": "`, roomID)), append(make([]byte, 70000), '"', '}')...),
+	}
+	res := e.ReceivePDUs(ctx, remote, raws)
+	for id, err := range res {
+		if err == nil {
+			t.Errorf("malformed PDU %s accepted", id)
+		}
+	}
+	if log, err := e.Store.ReadHostLog(ctx, 0, 100); err != nil || len(log) != 5 {
+		t.Fatalf("host log has %d entries (%v), want the 5 of the room's creation", len(log), err)
+	}
+}
