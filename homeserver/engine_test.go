@@ -543,3 +543,61 @@ func TestEngine_MalformedPDUs(t *testing.T) {
 		t.Fatalf("host log has %d entries (%v), want the 5 of the room's creation", len(log), err)
 	}
 }
+
+// TestEngine_HistoryVisibility: in a room whose history is visible to
+// joined members only, a server reading history gets events from before
+// its users joined redacted, and later ones whole.
+func TestEngine_HistoryVisibility(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(t)
+	roomID, err := e.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: "10", Preset: homeserver.PresetPublicChat, HistoryVisibility: "joined"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := e.SendEvent(ctx, roomID, homeserver.LocalEvent{Type: "m.room.message", Sender: alice, Content: map[string]any{"body": "before bob"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	join := joinRemote(t, e, roomID, bob)
+	after, err := e.SendEvent(ctx, roomID, homeserver.LocalEvent{Type: "m.room.message", Sender: alice, Content: map[string]any{"body": "after bob"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	contentOf := func(raw []byte) map[string]any {
+		t.Helper()
+		ev, err := rooms.ParseEvent(before.Version(), raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ev.Content()
+	}
+	raw, err := e.Event(ctx, remote, before.EventID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := contentOf(raw); len(c) != 0 {
+		t.Fatalf("message from before bob joined served with content %v", c)
+	}
+	raw, err = e.Event(ctx, remote, after.EventID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := contentOf(raw); c["body"] != "after bob" {
+		t.Fatalf("message after bob joined served with content %v", c)
+	}
+	back, err := e.Backfill(ctx, remote, roomID, []string{after.EventID()}, 3)
+	if err != nil || len(back) != 3 {
+		t.Fatalf("backfill: %d events, %v", len(back), err)
+	}
+	bodies := map[string]any{}
+	for _, raw := range back {
+		ev, _ := rooms.ParseEvent(before.Version(), raw)
+		bodies[ev.EventID()] = ev.Content()["body"]
+	}
+	if bodies[after.EventID()] != "after bob" || bodies[before.EventID()] != nil {
+		t.Fatalf("backfill bodies %v", bodies)
+	}
+	if _, ok := bodies[join.EventID()]; !ok {
+		t.Fatalf("backfill lacks bob's join: %v", bodies)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/ferry-matrix/ferry/rooms"
 	"github.com/ferry-matrix/ferry/store"
 )
 
@@ -66,7 +67,89 @@ func (e *Engine) Event(ctx context.Context, origin, eventID string) ([]byte, err
 	if err := e.checkServerInRoom(ctx, origin, se.Event.RoomID()); err != nil {
 		return nil, err
 	}
-	return se.Event.JSON(), nil
+	ev, err := e.visibleTo(ctx, origin, se)
+	if err != nil {
+		return nil, err
+	}
+	return ev.JSON(), nil
+}
+
+// Values of m.room.history_visibility.
+const (
+	visibilityWorldReadable = "world_readable"
+	visibilityShared        = "shared"
+	visibilityInvited       = "invited"
+	visibilityJoined        = "joined"
+)
+
+// visibleTo returns a history event as origin may see it (client-server
+// spec "History visibility", applied to a server's users): whole when the
+// room's visibility at the event is world_readable or shared (origin has
+// a joined member, which the caller checked), or when it is invited or
+// joined and one of origin's users had that membership at the event (or
+// the event is the membership of one of them); else its redacted form,
+// which keeps the room's graph whole without its content.
+func (e *Engine) visibleTo(ctx context.Context, origin string, se *store.StoredEvent) (*rooms.Event, error) {
+	ev := se.Event
+	if se.Outlier {
+		return ev, nil
+	}
+	visibility := visibilityShared
+	id, err := e.Store.StateEventBefore(ctx, ev.EventID(), store.StateKey{Type: "m.room.history_visibility"})
+	switch {
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrNoState):
+	case err != nil:
+		return nil, err
+	default:
+		hv, err := e.storedEvent(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if v, ok := hv.Event.Content()["history_visibility"].(string); ok {
+			visibility = v
+		}
+	}
+	switch visibility {
+	case visibilityInvited, visibilityJoined:
+	default:
+		// world_readable, shared, and values the spec does not define,
+		// which clients treat as shared.
+		return ev, nil
+	}
+	if sk, ok := ev.StateKey(); ok && ev.Type() == "m.room.member" && serverOf(sk) == origin {
+		return ev, nil
+	}
+	state, err := e.Store.StateBefore(ctx, ev.EventID())
+	if err != nil {
+		return nil, err
+	}
+	for k, mid := range state {
+		if k.Type != "m.room.member" || serverOf(k.StateKey) != origin {
+			continue
+		}
+		m, err := e.storedEvent(ctx, mid)
+		if err != nil {
+			return nil, err
+		}
+		switch m.Event.Membership() {
+		case "join":
+			return ev, nil
+		case "invite":
+			if visibility == visibilityInvited {
+				return ev, nil
+			}
+		}
+	}
+	return ev.Redacted(), nil
+}
+
+// serverOf returns the server part of a user ID, "" if it has none.
+func serverOf(userID string) string {
+	u, err := rooms.ParseUserID(userID)
+	if err != nil {
+		return ""
+	}
+	return string(u.Server())
 }
 
 // StateIDs answers GET /state_ids: the IDs of the state before eventID and
@@ -142,7 +225,7 @@ func (e *Engine) Backfill(ctx context.Context, origin, roomID string, from []str
 	if err != nil {
 		return nil, fmt.Errorf("backfill: %w", err)
 	}
-	return servable(evs), nil
+	return e.servableTo(ctx, origin, evs)
 }
 
 // MissingEvents answers POST /get_missing_events: events before latest,
@@ -160,7 +243,7 @@ func (e *Engine) MissingEvents(ctx context.Context, origin, roomID string, earli
 	if err != nil {
 		return nil, fmt.Errorf("get_missing_events: %w", err)
 	}
-	return servable(evs), nil
+	return e.servableTo(ctx, origin, evs)
 }
 
 // servable returns the JSON of the events that are not rejected.
@@ -172,6 +255,23 @@ func servable(evs []*store.StoredEvent) [][]byte {
 		}
 	}
 	return out
+}
+
+// servableTo returns the JSON of the events that are not rejected, each as
+// origin may see it.
+func (e *Engine) servableTo(ctx context.Context, origin string, evs []*store.StoredEvent) ([][]byte, error) {
+	out := make([][]byte, 0, len(evs))
+	for _, se := range evs {
+		if se.Rejected {
+			continue
+		}
+		ev, err := e.visibleTo(ctx, origin, se)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ev.JSON())
+	}
+	return out, nil
 }
 
 func (e *Engine) eventsJSON(ctx context.Context, ids []string) ([][]byte, error) {
