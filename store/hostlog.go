@@ -72,41 +72,8 @@ func (n *hostLogNotifier) close() {
 // appendHostLog appends entries; written has the events rows written by
 // the same transaction, to spare their look-ups.
 func (db *DB) appendHostLog(t *txn, entries []HostLogEntry, written map[string]*eventRow) ([]int64, error) {
-	out := make([]int64, 0, len(entries))
 	cols := len(db.d.hostLogRows.columns)
-	args := make([]any, 0, min(len(entries), rowChunk)*cols)
-	flush := func() error {
-		n := len(args) / cols
-		if n == 0 {
-			return nil
-		}
-		q := db.d.multiInsert(db.d.hostLogRows, n)
-		if n != 1 && n != rowChunk {
-			t.transient(q)
-		}
-		rows, err := t.query(q, args...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		var got []int64
-		for rows.Next() {
-			var pos int64
-			if err := rows.Scan(&pos); err != nil {
-				return err
-			}
-			got = append(got, pos)
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		// Positions are given in VALUES order; RETURNING's order is not
-		// promised, so sort.
-		slices.Sort(got)
-		out = append(out, got...)
-		args = args[:0]
-		return nil
-	}
+	args := make([]any, 0, len(entries)*cols)
 	now := db.now()
 	for _, e := range entries {
 		switch e.Kind {
@@ -130,14 +97,32 @@ func (db *DB) appendHostLog(t *txn, entries []HostLogEntry, written map[string]*
 			return nil, errors.New("host log: event entry without an event ID")
 		}
 		args = append(args, e.Kind, e.RoomID, nid, e.Payload, now)
-		if len(args) == rowChunk*cols {
-			if err := flush(); err != nil {
+	}
+	out := make([]int64, 0, len(entries))
+	for len(args) > 0 {
+		n := pow2Chunk(len(args) / cols)
+		rows, err := t.query(db.d.multiInsert(db.d.hostLogRows, n), args[:n*cols]...)
+		if err != nil {
+			return nil, err
+		}
+		var got []int64
+		for rows.Next() {
+			var pos int64
+			if err := rows.Scan(&pos); err != nil {
+				rows.Close()
 				return nil, err
 			}
+			got = append(got, pos)
 		}
-	}
-	if err := flush(); err != nil {
-		return nil, err
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		// Positions are given in VALUES order; RETURNING's order is not
+		// promised, so sort.
+		slices.Sort(got)
+		out = append(out, got...)
+		args = args[n*cols:]
 	}
 	return out, nil
 }

@@ -158,7 +158,7 @@ func (w *wtx) persist(b Batch, res *PersistResult) error {
 		seen[id] = true
 		if ne.Outcome == Outlier {
 			outliers = append(outliers, ne.Event)
-			if len(outliers) == outlierChunk {
+			if len(outliers) == rowChunk {
 				if err := w.persistOutliers(outliers, res); err != nil {
 					return err
 				}
@@ -204,15 +204,20 @@ func (w *wtx) persist(b Batch, res *PersistResult) error {
 	return w.flushAll()
 }
 
-// outlierChunk is how many outliers one multi-row INSERT writes.
-const outlierChunk = 128
-
 // persistOutliers writes outliers (no state, no extremities, no queues)
-// with one multi-row INSERT, then their edges.
+// with multi-row INSERTs, then their edges.
 func (w *wtx) persistOutliers(evs []*rooms.Event, res *PersistResult) error {
-	if len(evs) == 0 {
-		return nil
+	for len(evs) > 0 {
+		n := pow2Chunk(len(evs))
+		if err := w.persistOutlierChunk(evs[:n], res); err != nil {
+			return err
+		}
+		evs = evs[n:]
 	}
+	return nil
+}
+
+func (w *wtx) persistOutlierChunk(evs []*rooms.Event, res *PersistResult) error {
 	args := make([]any, 0, len(evs)*len(w.db.d.eventRows.columns))
 	for _, ev := range evs {
 		var skNID int64
@@ -229,11 +234,7 @@ func (w *wtx) persistOutliers(evs []*rooms.Event, res *PersistResult) error {
 		args = append(args, ev.EventID(), w.roomNID, skNID, membership, ev.Depth(), ev.OriginServerTS(),
 			1, nil, 0, nil, ev.JSON())
 	}
-	q := w.db.d.multiInsert(w.db.d.eventRows, len(evs))
-	if len(evs) != outlierChunk {
-		w.t.transient(q)
-	}
-	rows, err := w.t.query(q, args...)
+	rows, err := w.t.query(w.db.d.multiInsert(w.db.d.eventRows, len(evs)), args...)
 	if err != nil {
 		return err
 	}
@@ -300,16 +301,12 @@ func (w *wtx) prefetchStateKeys(b Batch) error {
 		return nil
 	}
 	for len(missing) > 0 {
-		n := min(len(missing), rowChunk)
+		n := pow2Chunk(len(missing))
 		args := make([]any, 0, 2*n)
 		for _, k := range missing[:n] {
 			args = append(args, k.Type, k.StateKey)
 		}
-		q := w.db.d.multiInsert(w.db.d.stateKeyRows, n)
-		if n != rowChunk {
-			w.t.transient(q)
-		}
-		rows, err := w.t.query(q, args...)
+		rows, err := w.t.query(w.db.d.multiInsert(w.db.d.stateKeyRows, n), args...)
 		if err != nil {
 			return err
 		}

@@ -2,8 +2,19 @@ package store
 
 import "fmt"
 
-// rowChunk is how many rows one multi-row INSERT carries.
+// rowChunk is how many rows one multi-row INSERT carries at most.
 const rowChunk = 256
+
+// pow2Chunk returns the largest power of two ≤ min(n, rowChunk). Writing
+// n rows in such chunks needs at most log2(rowChunk)+1 statement shapes
+// per table, all of which stay prepared.
+func pow2Chunk(n int) int {
+	c := 1
+	for c*2 <= n && c*2 <= rowChunk {
+		c *= 2
+	}
+	return c
+}
 
 // rowBuffer collects rows for one table and writes them with multi-row
 // INSERTs: a bulk join writes hundreds of thousands of edge and state
@@ -38,13 +49,13 @@ func (w *wtx) flush(b *rowBuffer) error {
 	if len(b.args) == 0 {
 		return nil
 	}
-	rows := len(b.args) / len(b.ins.columns)
-	q := w.db.d.multiInsert(b.ins, rows)
-	if rows != 1 && rows != rowChunk {
-		w.t.transient(q)
-	}
-	if _, err := w.t.exec(q, b.args...); err != nil {
-		return fmt.Errorf("insert into %s: %w", b.ins.table, err)
+	cols := len(b.ins.columns)
+	for args := b.args; len(args) > 0; {
+		n := pow2Chunk(len(args) / cols)
+		if _, err := w.t.exec(w.db.d.multiInsert(b.ins, n), args[:n*cols]...); err != nil {
+			return fmt.Errorf("insert into %s: %w", b.ins.table, err)
+		}
+		args = args[n*cols:]
 	}
 	b.args = b.args[:0]
 	return nil

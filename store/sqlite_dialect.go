@@ -4,6 +4,7 @@ import (
 	"embed"
 	"fmt"
 	"strings"
+	"sync"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
@@ -71,6 +72,25 @@ type dialect struct {
 	statsCounts, pageCount, pageSize, allSnapshotParents string
 }
 
+// cachedMultiInsert memoises the text of multi-row INSERTs, which are
+// built for a few shapes and sizes only.
+func cachedMultiInsert(build func(s insertShape, rows int) string) func(s insertShape, rows int) string {
+	type key struct {
+		table string
+		rows  int
+	}
+	var cache sync.Map
+	return func(s insertShape, rows int) string {
+		k := key{s.table + "\x00" + s.onClause, rows}
+		if q, ok := cache.Load(k); ok {
+			return q.(string)
+		}
+		q := build(s, rows)
+		cache.Store(k, q)
+		return q
+	}
+}
+
 // invariant is a query counting rows that break a rule of the store.
 type invariant struct {
 	name  string
@@ -132,7 +152,7 @@ var sqliteDialect = &dialect{
 	heldEventNID:      `SELECT event_nid FROM events WHERE event_id = ? AND json IS NOT NULL`,
 	prevEdgeRows:      insertShape{"event_prev", []string{"event_nid", "prev_nid"}, "ON CONFLICT DO NOTHING"},
 	authEdgeRows:      insertShape{"event_auth", []string{"event_nid", "auth_nid"}, "ON CONFLICT DO NOTHING"},
-	multiInsert: func(s insertShape, rows int) string {
+	multiInsert: cachedMultiInsert(func(s insertShape, rows int) string {
 		var b strings.Builder
 		fmt.Fprintf(&b, "INSERT INTO %s (%s) VALUES ", s.table, strings.Join(s.columns, ", "))
 		row := "(?" + strings.Repeat(", ?", len(s.columns)-1) + ")"
@@ -146,7 +166,7 @@ var sqliteDialect = &dialect{
 			b.WriteString(" " + s.onClause)
 		}
 		return b.String()
-	},
+	}),
 	eventByID: `SELECT ` + sqliteEventCols + ` FROM events e JOIN rooms r ON r.room_nid = e.room_nid
 		WHERE e.event_id = ? AND e.json IS NOT NULL`,
 	eventsByIDs: `SELECT ` + sqliteEventCols + ` FROM events e JOIN rooms r ON r.room_nid = e.room_nid

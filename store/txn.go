@@ -69,7 +69,6 @@ type txn struct {
 	// unpooled lists statements prepared for this transaction only, to
 	// prepare on the pool once it ends.
 	unpooled []string
-	skip     map[string]bool
 }
 
 func (t *txn) stmt(q string) (*sql.Stmt, error) {
@@ -84,21 +83,10 @@ func (t *txn) stmt(q string) (*sql.Stmt, error) {
 		if st, err = t.tx.PrepareContext(t.ctx, q); err != nil {
 			return nil, err
 		}
-		if !t.skip[q] {
-			t.unpooled = append(t.unpooled, q)
-		}
+		t.unpooled = append(t.unpooled, q)
 	}
 	t.stmts[q] = st
 	return st, nil
-}
-
-// transient marks statement text that varies (multi-row inserts of odd
-// sizes): it is prepared for the transaction only, never pooled.
-func (t *txn) transient(q string) {
-	if t.skip == nil {
-		t.skip = make(map[string]bool)
-	}
-	t.skip[q] = true
 }
 
 func (t *txn) query(q string, args ...any) (*sql.Rows, error) {
