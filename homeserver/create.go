@@ -242,6 +242,8 @@ func (e *Engine) applyRedaction(ctx context.Context, ev *rooms.Event, state map[
 	}
 	se, err := e.storedEvent(ctx, target)
 	if errors.Is(err, store.ErrNotFound) {
+		// Applied when the target arrives ("keep waiting").
+		e.awaitTarget(target, stagedRedaction{ev: ev, state: state})
 		return nil
 	}
 	if err != nil {

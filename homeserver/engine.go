@@ -94,6 +94,8 @@ type Engine struct {
 	// pinned holds staged events until they are committed; the cache may
 	// be emptied, pinned events stay.
 	pinned map[string]*store.StoredEvent
+	// awaiting holds accepted redactions by the target they wait for.
+	awaiting map[string][]stagedRedaction
 }
 
 type roomLock struct {

@@ -601,3 +601,29 @@ func TestEngine_HistoryVisibility(t *testing.T) {
 		t.Fatalf("backfill lacks bob's join: %v", bodies)
 	}
 }
+
+// TestEngine_RedactionBeforeTarget: a redaction accepted before its target
+// arrives is applied when the target is stored.
+func TestEngine_RedactionBeforeTarget(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(t)
+	roomID, err := e.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: "12", Preset: homeserver.PresetPublicChat})
+	if err != nil {
+		t.Fatal(err)
+	}
+	joinRemote(t, e, roomID, bob)
+	ext, _ := e.Store.ForwardExtremities(ctx, roomID)
+	b := newBuilder(t, e, roomID)
+	msg := b.build("m.room.message", nil, bob, map[string]any{"body": "regret"}, ext...)
+	redaction := b.buildRedaction(bob, msg.EventID(), ext...)
+	if err := receive(t, e, remote, redaction)[redaction.EventID()]; err != nil {
+		t.Fatal(err)
+	}
+	if err := receive(t, e, remote, msg)[msg.EventID()]; err != nil {
+		t.Fatal(err)
+	}
+	se, err := e.Store.Event(ctx, msg.EventID())
+	if err != nil || !se.Redacted || len(se.Event.Content()) != 0 {
+		t.Fatalf("target stored after its redaction: %+v, %v", se, err)
+	}
+}

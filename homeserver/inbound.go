@@ -348,6 +348,7 @@ func (e *Engine) persist(ctx context.Context, b store.Batch) error {
 		}
 		e.remember(storedFrom(ne))
 	}
+	e.redactArrived(ctx, res.Stored)
 	return nil
 }
 

@@ -152,6 +152,46 @@ func (e *Engine) flushIfStaged(ctx context.Context, h *roomHead, roomID string) 
 	return err
 }
 
+// maxAwaitedRedactions bounds the redactions kept waiting for their
+// targets.
+const maxAwaitedRedactions = 10000
+
+// awaitTarget keeps an accepted redaction whose target is not held yet, to
+// apply it when the target is stored. The wait lasts as long as the
+// process.
+func (e *Engine) awaitTarget(target string, r stagedRedaction) {
+	e.cacheMu.Lock()
+	defer e.cacheMu.Unlock()
+	if e.awaiting == nil {
+		e.awaiting = make(map[string][]stagedRedaction)
+	}
+	if len(e.awaiting) >= maxAwaitedRedactions {
+		e.Logger.Warn().Str(fieldEventID, r.ev.EventID()).Msg("too many redactions waiting for their targets; this one is not kept")
+		return
+	}
+	e.awaiting[target] = append(e.awaiting[target], r)
+}
+
+// redactArrived applies the redactions that waited for events just stored.
+func (e *Engine) redactArrived(ctx context.Context, ids []string) {
+	e.cacheMu.Lock()
+	if len(e.awaiting) == 0 {
+		e.cacheMu.Unlock()
+		return
+	}
+	var due []stagedRedaction
+	for _, id := range ids {
+		due = append(due, e.awaiting[id]...)
+		delete(e.awaiting, id)
+	}
+	e.cacheMu.Unlock()
+	for _, r := range due {
+		if err := e.applyRedaction(ctx, r.ev, r.state); err != nil {
+			e.Logger.Error().Err(err).Str(fieldEventID, r.ev.EventID()).Msg("applying a redaction failed")
+		}
+	}
+}
+
 // storedFrom is the record the store keeps for a new event.
 func storedFrom(ne store.NewEvent) *store.StoredEvent {
 	return &store.StoredEvent{
