@@ -98,15 +98,9 @@ type DB struct {
 	mu        sync.Mutex
 	stateKeys map[StateKey]int64
 	skNames   map[int64]StateKey
-	rooms     map[string]roomInfo
 
 	hostLog hostLogNotifier
 	roots   rootCache
-}
-
-type roomInfo struct {
-	nid     int64
-	version string
 }
 
 // ParseURL turns config's database.url into a file path: "sqlite:///abs",
@@ -143,7 +137,6 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 		d:         sqliteDialect,
 		stateKeys: make(map[StateKey]int64),
 		skNames:   make(map[int64]StateKey),
-		rooms:     make(map[string]roomInfo),
 	}
 	db.hostLog.init()
 	db.roots.limit = opts.StateCacheEntries

@@ -53,7 +53,7 @@ func (n *hostLogNotifier) init() { n.ch = make(chan struct{}) }
 func (n *hostLogNotifier) advance(pos int64) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if pos > n.head {
+	if pos > n.head && !n.closed {
 		n.head = pos
 		close(n.ch)
 		n.ch = make(chan struct{})
