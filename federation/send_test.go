@@ -229,9 +229,7 @@ func testInboundPipeline(t *testing.T, version string) {
 	for _, ev := range rr.state {
 		w.script.stateIDs = append(w.script.stateIDs, ev.EventID())
 	}
-	for _, id := range daveJoin.AuthEvents() {
-		w.script.chainIDs = append(w.script.chainIDs, id)
-	}
+	w.script.chainIDs = append(w.script.chainIDs, daveJoin.AuthEvents()...)
 	w.script.mu.Unlock()
 	res = rr.send("t-state-gap", daveMsg)
 	expectAccepted(t, res, daveMsg)
