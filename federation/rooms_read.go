@@ -15,7 +15,10 @@ import (
 // transactions and the reads of room history, all behind X-Matrix.
 func (s *Server) roomRoutes(r *mux.Router, h RoomHandler) {
 	serial := &originSerial{}
-	r.Handle("/_matrix/federation/v1/send/{txnId}", s.handle(s.authed(handleSend(h, serial)))).Methods(http.MethodPut)
+	send := s.handle(s.authed(handleSend(h, serial)))
+	r.Handle("/_matrix/federation/v1/send/{txnId}", send).Methods(http.MethodPut)
+	// Some servers send transactions with a trailing slash.
+	r.Handle("/_matrix/federation/v1/send/{txnId}/", send).Methods(http.MethodPut)
 	r.Handle("/_matrix/federation/v1/event/{eventId}", s.handle(s.authed(s.handleEvent(h)))).Methods(http.MethodGet)
 	r.Handle("/_matrix/federation/v1/state/{roomId}", s.handle(s.authed(handleState(h)))).Methods(http.MethodGet)
 	r.Handle("/_matrix/federation/v1/state_ids/{roomId}", s.handle(s.authed(handleStateIDs(h)))).Methods(http.MethodGet)

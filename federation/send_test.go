@@ -564,6 +564,12 @@ func TestSend_Envelope(t *testing.T) {
 			}
 		})
 	}
+	// A trailing slash after the transaction ID is accepted.
+	raw, err := w.remote.client.Do(ctx, Request{Method: "PUT", Destination: "ferry.test", Path: "/_matrix/federation/v1/send/t-slash/",
+		Body: map[string]any{"origin": "remote.test", "origin_server_ts": 1, "pdus": []any{}}})
+	if err != nil || string(raw) != `{"pdus":{}}` {
+		t.Fatalf("transaction with a trailing slash: %s, %v", raw, err)
+	}
 	// An empty transaction is fine and answers an empty pdus object.
 	res, err := w.remote.client.SendTransaction(ctx, "ferry.test", "t-empty", nil, nil)
 	if err != nil || len(res) != 0 {
