@@ -627,3 +627,50 @@ func TestEngine_RedactionBeforeTarget(t *testing.T) {
 		t.Fatalf("target stored after its redaction: %+v, %v", se, err)
 	}
 }
+
+// failingRemote answers every request with an error.
+type failingRemote struct{ asked []string }
+
+func (f *failingRemote) GetMissingEvents(context.Context, string, string, []string, []string, int, int64) ([][]byte, error) {
+	f.asked = append(f.asked, "get_missing_events")
+	return nil, errors.New("remote unreachable")
+}
+
+func (f *failingRemote) StateIDs(context.Context, string, string, string) ([]string, []string, error) {
+	f.asked = append(f.asked, "state_ids")
+	return nil, nil, errors.New("remote unreachable")
+}
+
+func (f *failingRemote) Event(context.Context, string, string) ([]byte, error) {
+	f.asked = append(f.asked, "event")
+	return nil, errors.New("remote unreachable")
+}
+
+// TestEngine_GapNotFilled: a PDU whose prev events cannot be fetched is
+// refused with a per-PDU error naming them, after asking the origin with
+// /get_missing_events and /state_ids, and is not stored.
+func TestEngine_GapNotFilled(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(t)
+	remoteAPI := &failingRemote{}
+	e.Remote = remoteAPI
+	roomID, err := e.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: "10", Preset: homeserver.PresetPublicChat})
+	if err != nil {
+		t.Fatal(err)
+	}
+	joinRemote(t, e, roomID, bob)
+	ext, _ := e.Store.ForwardExtremities(ctx, roomID)
+	b := newBuilder(t, e, roomID)
+	unseen := b.build("m.room.message", nil, bob, map[string]any{"body": "never sent"}, ext...)
+	orphan := b.build("m.room.message", nil, bob, map[string]any{"body": "orphan"}, unseen.EventID())
+	err = receive(t, e, remote, orphan)[orphan.EventID()]
+	if !errors.Is(err, homeserver.ErrDropped) || !strings.Contains(err.Error(), unseen.EventID()) {
+		t.Fatalf("PDU with an unfillable gap: %v", err)
+	}
+	if !slices.Equal(remoteAPI.asked, []string{"get_missing_events", "state_ids"}) {
+		t.Fatalf("remote asked %v", remoteAPI.asked)
+	}
+	if _, err := e.Store.Event(ctx, orphan.EventID()); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("orphan stored: %v", err)
+	}
+}
