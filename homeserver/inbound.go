@@ -376,7 +376,9 @@ func (e *Engine) persistRejected(ctx context.Context, h *roomHead, ev *rooms.Eve
 func (e *Engine) createIn(ctx context.Context, state rooms.StateMap) (*rooms.Event, error) {
 	id, ok := state[rooms.CreateTuple]
 	if !ok {
-		return nil, errors.New("the room state has no create event")
+		// A room we hold without its state (a join in progress): nothing
+		// can be judged in it yet.
+		return nil, dropped("this server does not hold the room's state yet")
 	}
 	se, err := e.storedEvent(ctx, id)
 	if err != nil {
