@@ -199,8 +199,9 @@ func (s *scriptedRooms) MissingEvents(context.Context, string, string, []string,
 }
 
 var (
-	_ RoomHandler = (*scriptedRooms)(nil)
-	_ RoomHandler = (*homeserver.Engine)(nil)
+	_ RoomHandler       = (*scriptedRooms)(nil)
+	_ RoomHandler       = (*homeserver.Engine)(nil)
+	_ homeserver.Remote = (*Client)(nil)
 )
 
 // remoteRoom is the scripted remote's view of one room: what it knows of

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ferry-matrix/ferry/homeserver"
+	"github.com/ferry-matrix/ferry/keys"
 	"github.com/ferry-matrix/ferry/rooms"
 	"github.com/ferry-matrix/ferry/rooms/roomstest"
 	"github.com/ferry-matrix/ferry/store"
@@ -24,6 +25,9 @@ const (
 	alice   = "@alice:hs.test"
 	bob     = "@bob:remote.test"
 )
+
+// The key ring is the engine's key source in production.
+var _ homeserver.KeySource = (*keys.Ring)(nil)
 
 // testKeys verifies signatures with roomstest's deterministic keys.
 type testKeys struct{}
