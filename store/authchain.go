@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"sort"
 )
@@ -56,13 +57,40 @@ func (db *DB) AuthChain(ctx context.Context, eventIDs []string) ([]string, error
 // AuthDifference returns the auth difference of state sets, as state
 // resolution v2 defines it: the events in the full auth chain of some set
 // but not of every set, sorted. Each set is the event IDs of one state.
+//
+// Sets of one room's states share most events. The chain of the events in
+// every set (C) is in every set's chain, so only the chains of the other
+// events are walked; an event found in some of those chains but not all
+// is in the difference unless it is also in C's chain, which is checked
+// by walking auth edges forwards from it until an event of C is met. The
+// whole room is not walked for two 100k-event states that differ in a few.
 func (db *DB) AuthDifference(ctx context.Context, sets [][]string) ([]string, error) {
 	var out []string
 	err := db.read(ctx, func(t *txn) error {
+		type tally struct{ sets, last int }
+		inSets := make(map[string]*tally)
+		for i, set := range sets {
+			for _, id := range set {
+				tl := inSets[id]
+				if tl == nil {
+					tl = &tally{}
+					inSets[id] = tl
+				}
+				if tl.last != i+1 {
+					tl.sets, tl.last = tl.sets+1, i+1
+				}
+			}
+		}
 		count := make(map[int64]int)
 		names := make(map[int64]string)
 		for _, set := range sets {
-			chain, err := db.authChainNIDs(t, set)
+			var rest []string
+			for _, id := range set {
+				if inSets[id].sets < len(sets) {
+					rest = append(rest, id)
+				}
+			}
+			chain, err := db.authChainNIDs(t, rest)
 			if err != nil {
 				return err
 			}
@@ -72,7 +100,17 @@ func (db *DB) AuthDifference(ctx context.Context, sets [][]string) ([]string, er
 			}
 		}
 		for nid, n := range count {
-			if n < len(sets) {
+			if n == len(sets) {
+				continue
+			}
+			inCommon, err := db.authAncestorOf(t, nid, func(id string) bool {
+				tl := inSets[id]
+				return tl != nil && tl.sets == len(sets)
+			})
+			if err != nil {
+				return err
+			}
+			if !inCommon {
 				out = append(out, names[nid])
 			}
 		}
@@ -83,4 +121,43 @@ func (db *DB) AuthDifference(ctx context.Context, sets [][]string) ([]string, er
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+// authAncestorOf reports whether event nid is in the auth chain of an
+// event for which match is true: a breadth-first walk along auth edges
+// forwards from nid, one indexed query per event, stopping at the first
+// match (events that many cite, like the create event, match at once).
+func (db *DB) authAncestorOf(t *txn, nid int64, match func(id string) bool) (bool, error) {
+	seen := map[int64]bool{nid: true}
+	queue := []int64{nid}
+	for len(queue) > 0 {
+		cur := queue[0]
+		queue = queue[1:]
+		found, err := func() (bool, error) {
+			rows, err := t.query(db.d.authChildren, cur)
+			if err != nil {
+				return false, err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var child int64
+				var id sql.NullString
+				if err := rows.Scan(&child, &id); err != nil {
+					return false, err
+				}
+				if id.Valid && match(id.String) {
+					return true, nil
+				}
+				if !seen[child] {
+					seen[child] = true
+					queue = append(queue, child)
+				}
+			}
+			return false, rows.Err()
+		}()
+		if found || err != nil {
+			return found, err
+		}
+	}
+	return false, nil
 }

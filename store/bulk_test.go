@@ -102,3 +102,72 @@ func TestPersistEvents_BulkJoin(t *testing.T) {
 		t.Fatalf("stats %+v, %v", st, err)
 	}
 }
+
+// TestAuthDifference_MatchesFullChains compares AuthDifference with the
+// definition computed from AuthChain of each whole set, for states of one
+// room taken at different points (they share most events).
+func TestAuthDifference_MatchesFullChains(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := storetest.Open(t)
+	r := newTestRoom(t, "ad")
+	evs := r.genesis()
+	var states []store.StateMap
+	for i := range 60 {
+		user := fmt.Sprintf("@u%d:b.test", i%25)
+		switch {
+		case i%10 == 9:
+			evs = append(evs, r.next("m.room.power_levels", rooms.StringPtr(""), r.creator, map[string]any{"users": map[string]any{r.creator: 100, user: i}}))
+		case i%4 == 3:
+			evs = append(evs, r.next("m.room.member", rooms.StringPtr(user), user, map[string]any{"membership": "leave"}))
+		default:
+			evs = append(evs, r.join(user))
+		}
+		if i%15 == 14 {
+			states = append(states, maps(r.state))
+		}
+	}
+	persist(t, db, linear(evs...))
+	ids := func(m store.StateMap) []string {
+		var out []string
+		for _, id := range m {
+			out = append(out, id)
+		}
+		return out
+	}
+	nonEmpty := 0
+	for _, pick := range [][]int{{0, 1}, {1, 3}, {0, 2, 3}, {2, 2}} {
+		var sets [][]string
+		count := map[string]int{}
+		for _, p := range pick {
+			sets = append(sets, ids(states[p]))
+			chain, err := db.AuthChain(ctx, ids(states[p]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, id := range chain {
+				count[id]++
+			}
+		}
+		var want []string
+		for id, n := range count {
+			if n < len(pick) {
+				want = append(want, id)
+			}
+		}
+		slices.Sort(want)
+		if len(want) > 0 {
+			nonEmpty++
+		}
+		got, err := db.AuthDifference(ctx, sets)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("sets %v: auth difference %v, want %v", pick, got, want)
+		}
+	}
+	if nonEmpty < 3 {
+		t.Fatalf("only %d of the cases have a non-empty difference", nonEmpty)
+	}
+}

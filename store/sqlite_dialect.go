@@ -37,7 +37,7 @@ type dialect struct {
 	multiInsert                                               func(s insertShape, rows int) string
 	eventByID, eventsByIDs, eventsByNIDs, heldEventIDs        string
 	heldNIDsInRoom, prevEventsOf, eventIDByNID, eventStateRow string
-	redactEvent, authChain                                    string
+	redactEvent, authChain, authChildren                      string
 	addExtremity, deleteExtremity, forwardExtremities         string
 	extremityNIDs, maxEventNID, heldFollowers                 string
 
@@ -188,6 +188,8 @@ var sqliteDialect = &dialect{
 		SELECT a.auth_nid FROM chain c JOIN event_auth a ON a.event_nid = c.nid
 	)
 	SELECT e.event_nid, e.event_id FROM chain c JOIN events e ON e.event_nid = c.nid WHERE e.json IS NOT NULL`,
+	authChildren: `SELECT a.event_nid, e.event_id FROM event_auth a JOIN events e ON e.event_nid = a.event_nid
+		WHERE a.auth_nid = ? AND e.json IS NOT NULL`,
 	addExtremity: `INSERT INTO forward_extremities (room_nid, event_nid) VALUES (?, ?) ON CONFLICT DO NOTHING`,
 	heldFollowers: `SELECT COUNT(*) FROM event_prev p JOIN events c ON c.event_nid = p.event_nid
 		WHERE p.prev_nid = ? AND c.json IS NOT NULL AND c.outlier = 0
