@@ -80,6 +80,21 @@ func matrixErrorFor(err error) (me *MatrixError, internal bool) {
 			return &MatrixError{Status: s.status, Code: s.code, Message: err.Error()}, false
 		}
 	}
+	// Collaborators in packages federation may not import (the room
+	// engine) classify their errors through these methods; such errors
+	// describe the requester's input and are echoed.
+	var nf interface{ NotFound() bool }
+	if errors.As(err, &nf) && nf.NotFound() {
+		return &MatrixError{Status: http.StatusNotFound, Code: "M_NOT_FOUND", Message: err.Error()}, false
+	}
+	var fb interface{ Forbidden() bool }
+	if errors.As(err, &fb) && fb.Forbidden() {
+		return &MatrixError{Status: http.StatusForbidden, Code: "M_FORBIDDEN", Message: err.Error()}, false
+	}
+	var br interface{ BadRequest() bool }
+	if errors.As(err, &br) && br.BadRequest() {
+		return &MatrixError{Status: http.StatusBadRequest, Code: "M_INVALID_PARAM", Message: err.Error()}, false
+	}
 	return &MatrixError{Status: http.StatusInternalServerError, Code: "M_UNKNOWN", Message: "Internal server error"}, true
 }
 

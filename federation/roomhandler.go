@@ -2,8 +2,6 @@ package federation
 
 import (
 	"context"
-	"errors"
-	"net/http"
 )
 
 // RoomHandler is the room engine as the federation endpoints see it:
@@ -44,26 +42,4 @@ type RoomHandler interface {
 	// MissingEvents returns events between earliest and latest (exclusive),
 	// oldest first.
 	MissingEvents(ctx context.Context, origin, roomID string, earliest, latest []string, limit int, minDepth int64) ([][]byte, error)
-}
-
-// roomError turns a RoomHandler error into the Matrix error to answer
-// with. Errors that classify themselves are the requester's problem and
-// are echoed; others are returned unchanged (internal).
-func roomError(err error) error {
-	if err == nil {
-		return nil
-	}
-	var nf interface{ NotFound() bool }
-	if errors.As(err, &nf) && nf.NotFound() {
-		return &MatrixError{Status: http.StatusNotFound, Code: "M_NOT_FOUND", Message: err.Error()}
-	}
-	var fb interface{ Forbidden() bool }
-	if errors.As(err, &fb) && fb.Forbidden() {
-		return &MatrixError{Status: http.StatusForbidden, Code: "M_FORBIDDEN", Message: err.Error()}
-	}
-	var br interface{ BadRequest() bool }
-	if errors.As(err, &br) && br.BadRequest() {
-		return &MatrixError{Status: http.StatusBadRequest, Code: "M_INVALID_PARAM", Message: err.Error()}
-	}
-	return err
 }

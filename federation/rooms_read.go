@@ -49,7 +49,7 @@ func (s *Server) handleEvent(h RoomHandler) authedHandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request, in *Incoming) error {
 		ev, err := h.Event(r.Context(), in.Origin, pathVar(r, "eventId"))
 		if err != nil {
-			return roomError(err)
+			return err
 		}
 		writeJSON(w, http.StatusOK, map[string]any{
 			"origin": s.ServerName, "origin_server_ts": s.now().UnixMilli(), "pdus": rawEvents([][]byte{ev}),
@@ -76,7 +76,7 @@ func handleState(h RoomHandler) authedHandlerFunc {
 		}
 		state, chain, err := h.State(r.Context(), in.Origin, pathVar(r, "roomId"), eventID)
 		if err != nil {
-			return roomError(err)
+			return err
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"pdus": rawEvents(state), "auth_chain": rawEvents(chain)})
 		return nil
@@ -92,7 +92,7 @@ func handleStateIDs(h RoomHandler) authedHandlerFunc {
 		}
 		state, chain, err := h.StateIDs(r.Context(), in.Origin, pathVar(r, "roomId"), eventID)
 		if err != nil {
-			return roomError(err)
+			return err
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"pdu_ids": nonNil(state), "auth_chain_ids": nonNil(chain)})
 		return nil
@@ -104,7 +104,7 @@ func handleEventAuth(h RoomHandler) authedHandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request, in *Incoming) error {
 		chain, err := h.EventAuth(r.Context(), in.Origin, pathVar(r, "roomId"), pathVar(r, "eventId"))
 		if err != nil {
-			return roomError(err)
+			return err
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"auth_chain": rawEvents(chain)})
 		return nil
@@ -125,7 +125,7 @@ func (s *Server) handleBackfill(h RoomHandler) authedHandlerFunc {
 		}
 		evs, err := h.Backfill(r.Context(), in.Origin, pathVar(r, "roomId"), from, limit)
 		if err != nil {
-			return roomError(err)
+			return err
 		}
 		writeJSON(w, http.StatusOK, map[string]any{
 			"origin": s.ServerName, "origin_server_ts": s.now().UnixMilli(), "pdus": rawEvents(evs),
@@ -158,7 +158,7 @@ func handleMissingEvents(h RoomHandler) authedHandlerFunc {
 		}
 		evs, err := h.MissingEvents(r.Context(), in.Origin, pathVar(r, "roomId"), body.Earliest, body.Latest, limit, body.MinDepth)
 		if err != nil {
-			return roomError(err)
+			return err
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"events": rawEvents(evs)})
 		return nil

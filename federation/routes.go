@@ -26,6 +26,9 @@ func (s *Server) routes(r *mux.Router) {
 	// Authenticated with X-Matrix.
 	r.Handle("/_matrix/federation/v1/query/profile", s.handle(s.authed(s.handleQueryProfile))).Methods(http.MethodGet)
 	r.Handle("/_matrix/federation/v1/query/directory", s.handle(s.authed(s.handleQueryDirectory))).Methods(http.MethodGet)
+	if s.Rooms != nil {
+		s.roomRoutes(r, s.Rooms)
+	}
 }
 
 // handlerFunc is the shape of every endpoint: it writes a response and

@@ -81,6 +81,9 @@ type Server struct {
 	// may have in progress (429 M_LIMIT_EXCEEDED above);
 	// DefaultMaxConcurrentPerOrigin when zero.
 	MaxConcurrentPerOrigin int
+	// Rooms serves /send and the room history endpoints; without it they
+	// answer 404 M_UNRECOGNIZED.
+	Rooms RoomHandler
 
 	handlerOnce sync.Once
 	handler     http.Handler

@@ -18,8 +18,10 @@ import (
 
 	"github.com/ferry-matrix/ferry/config"
 	"github.com/ferry-matrix/ferry/federation"
+	"github.com/ferry-matrix/ferry/homeserver"
 	"github.com/ferry-matrix/ferry/keys"
 	"github.com/ferry-matrix/ferry/rooms"
+	"github.com/ferry-matrix/ferry/store"
 )
 
 // defaultConfigFile is read by `ferry serve` when -config is not given and
@@ -96,7 +98,9 @@ func serve(ctx context.Context, args []string, env config.LookupEnv, stderr io.W
 // order they depend on each other.
 type instance struct {
 	keys       *keys.Own
+	db         *store.DB
 	client     *federation.Client
+	engine     *homeserver.Engine
 	federation *federation.Server
 }
 
@@ -124,6 +128,12 @@ func start(cfg *config.Config, logger zerolog.Logger) (*instance, error) {
 		return nil, err
 	}
 
+	dbLog := logger.With().Str("component", "store").Logger()
+	db, err := store.Open(context.Background(), cfg.DatabaseURL(), store.Options{Logger: &dbLog})
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+
 	client, err := federation.NewClient(federation.ClientConfig{
 		ServerName:            cfg.ServerName,
 		Keys:                  own,
@@ -134,22 +144,35 @@ func start(cfg *config.Config, logger zerolog.Logger) (*instance, error) {
 		Logger:                logger.With().Str("component", "federation_client").Logger(),
 	})
 	if err != nil {
+		db.Close()
 		return nil, err
 	}
 	notaries := make([]keys.Notary, 0, len(cfg.Federation.TrustedKeyServers))
 	for _, name := range cfg.Federation.TrustedKeyServers {
 		notaries = append(notaries, keys.Notary{ServerName: name})
 	}
-	ring, err := keys.NewRing(keys.RingConfig{ServerName: cfg.ServerName, Own: own, Fetcher: client, Notaries: notaries})
+	ring, err := keys.NewRing(keys.RingConfig{ServerName: cfg.ServerName, Own: own, Fetcher: client, Cache: db, Notaries: notaries})
 	if err != nil {
 		client.Close()
+		db.Close()
 		return nil, err
+	}
+
+	engine := &homeserver.Engine{
+		ServerName: cfg.ServerName,
+		Signer:     own.Signer(cfg.ServerName),
+		Store:      db,
+		Keys:       ring,
+		Remote:     client,
+		Logger:     logger.With().Str("component", "engine").Logger(),
 	}
 
 	fed := federation.NewServer(cfg.ServerName, own)
 	fed.KeyRing = ring
 	fed.Policy = federation.ServerPolicy{Allow: cfg.Federation.Allow, Deny: cfg.Federation.Deny}
 	fed.MaxRequestBodyBytes = cfg.Federation.MaxRequestBodyBytes
+	fed.Rooms = engine
+	fed.Directory = engine
 	fed.Addr = cfg.Federation.Listen
 	fed.TLSConfig = tlsConfig
 	fed.WellKnownServer = cfg.Federation.WellKnownServer
@@ -157,6 +180,7 @@ func start(cfg *config.Config, logger zerolog.Logger) (*instance, error) {
 	fed.Logger = logger.With().Str("component", "federation").Logger()
 	if err := fed.Open(); err != nil {
 		client.Close()
+		db.Close()
 		return nil, err
 	}
 	logger.Info().
@@ -167,13 +191,16 @@ func start(cfg *config.Config, logger zerolog.Logger) (*instance, error) {
 		Str("version", versionString()).
 		Str("default_room_version", cfg.Rooms.DefaultVersion).
 		Msg("federation listening")
-	return &instance{keys: own, client: client, federation: fed}, nil
+	return &instance{keys: own, db: db, client: client, engine: engine, federation: fed}, nil
 }
 
 // Close shuts the components down in the reverse order of start.
 func (i *instance) Close(ctx context.Context) error {
 	err := i.federation.Close(ctx)
 	i.client.Close()
+	if dbErr := i.db.Close(); dbErr != nil && err == nil {
+		err = fmt.Errorf("close database: %w", dbErr)
+	}
 	return err
 }
 
