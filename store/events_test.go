@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"slices"
@@ -377,4 +378,60 @@ func TestRedact(t *testing.T) {
 	if err := db.Redact(ctx, "$none"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("redact missing: %v", err)
 	}
+}
+
+// TestPersistEvents_NumbersMixWithPlaceholders interleaves new events
+// (numbered by the store, written in bulk) with events whose prev events
+// are missing (placeholders numbered by the database) in one batch.
+func TestPersistEvents_NumbersMixWithPlaceholders(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := storetest.Open(t)
+	r := newTestRoom(t, "mix")
+	persist(t, db, linear(r.genesis()...))
+	base := r.last[0]
+	var b store.Batch
+	var want []string
+	for i := range 12 {
+		prev := []string{base}
+		if i%3 == 1 {
+			prev = []string{base, fakeID(fmt.Sprintf("missing%d", i))}
+		}
+		ev := r.build("m.room.topic", rooms.StringPtr(""), r.creator, map[string]any{"topic": fmt.Sprint(i)}, prev)
+		b.Events = append(b.Events, store.NewEvent{Event: ev, Outcome: store.Accepted, StateBefore: &store.StateRef{AfterEvent: base}})
+		base = ev.EventID()
+		want = append(want, ev.EventID())
+	}
+	b.CurrentState = &store.StateRef{AfterEvent: base}
+	res := persist(t, db, b)
+	if len(res.Stored) != 12 {
+		t.Fatalf("stored %d", len(res.Stored))
+	}
+	evs, err := db.Events(ctx, want)
+	if err != nil || len(evs) != 12 {
+		t.Fatalf("events %d, %v", len(evs), err)
+	}
+	for i, id := range want {
+		st, err := db.StateAfter(ctx, id)
+		if err != nil || st[store.StateKey{Type: "m.room.topic"}] != id {
+			t.Fatalf("state after event %d: %v, %v", i, st[store.StateKey{Type: "m.room.topic"}], err)
+		}
+	}
+	missing, _ := db.MissingEventIDs(ctx, []string{fakeID("missing1"), fakeID("missing4")})
+	if len(missing) != 2 {
+		t.Fatalf("placeholders reported held: %v", missing)
+	}
+	ext, _ := db.ForwardExtremities(ctx, r.id)
+	if !slices.Equal(ext, []string{base}) {
+		t.Fatalf("extremities %v", ext)
+	}
+	if err := db.IntegrityCheck(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fakeID is a well-formed event ID of no event.
+func fakeID(seed string) string {
+	h := sha256.Sum256([]byte(seed))
+	return "$" + rooms.EncodeBase64URL(h[:])
 }

@@ -28,17 +28,24 @@ type wtx struct {
 	// numbered above it that was not a placeholder of this transaction is
 	// new, so no held event can list it as a prev event.
 	maxNID int64
+	// nextNID is the last event number handed out; events known to be new
+	// get theirs from it and wait in newEvents for a multi-row INSERT.
+	nextNID int64
+	// known holds the batch's non-outlier event IDs that had a row (held
+	// or placeholder) when the transaction began.
+	known map[string]bool
 	// ext is the room's forward extremities as this transaction changes
 	// them (nil until first needed); extAtStart what the table holds.
 	ext, extAtStart map[int64]bool
 
-	prevEdges, authEdges, entries, current, outbound *rowBuffer
+	newEvents, prevEdges, authEdges, entries, current, outbound *rowBuffer
 }
 
 func (db *DB) newWtx(t *txn) *wtx {
 	return &wtx{t: t, db: db, eventNIDs: make(map[string]int64), newKeys: make(map[StateKey]int64),
 		rows: make(map[string]*eventRow), followed: make(map[int64]bool),
 		outbound:  newRowBuffer(db.d.outboundRows),
+		newEvents: newRowBuffer(db.d.newEventRows),
 		prevEdges: newRowBuffer(db.d.prevEdgeRows),
 		authEdges: newRowBuffer(db.d.authEdgeRows),
 		entries:   newRowBuffer(db.d.stateEntryRows),
@@ -91,7 +98,11 @@ func (w *wtx) eventNID(id string) (int64, error) {
 	var nid int64
 	err := w.t.queryRow(w.db.d.lookupEventNID, id).Scan(&nid)
 	if errors.Is(err, sql.ErrNoRows) {
+		if err := w.autoNumbered(); err != nil {
+			return 0, err
+		}
 		err = w.t.queryRow(w.db.d.insertPlaceholder, id, w.roomNID).Scan(&nid)
+		w.numbered(nid)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("event %s: %w", id, err)
@@ -137,6 +148,10 @@ func (w *wtx) persist(b Batch, res *PersistResult) error {
 		return err
 	}
 	if err := w.t.queryRow(w.db.d.maxEventNID).Scan(&w.maxNID); err != nil {
+		return err
+	}
+	w.nextNID = w.maxNID
+	if err := w.loadKnown(b); err != nil {
 		return err
 	}
 	if roomID != "" {
@@ -204,6 +219,45 @@ func (w *wtx) persist(b Batch, res *PersistResult) error {
 	return w.flushAll()
 }
 
+// loadKnown finds which non-outlier events of the batch have a row
+// already; the others are new and take the multi-row path.
+func (w *wtx) loadKnown(b Batch) error {
+	w.known = make(map[string]bool)
+	var ids []string
+	for _, ne := range b.Events {
+		if ne.Outcome != Outlier {
+			ids = append(ids, ne.Event.EventID())
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	rows, err := w.t.query(w.db.d.existingEventIDs, idsJSON(ids))
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return err
+		}
+		w.known[id] = true
+	}
+	return rows.Err()
+}
+
+// autoNumbered runs before a statement that lets the database number an
+// event row: rows numbered by nextNID must be in the table first.
+func (w *wtx) autoNumbered() error {
+	return w.flush(w.newEvents)
+}
+
+// numbered records a number the database gave an event row.
+func (w *wtx) numbered(nid int64) {
+	w.nextNID = max(w.nextNID, nid)
+}
+
 // persistOutliers writes outliers (no state, no extremities, no queues)
 // with multi-row INSERTs, then their edges.
 func (w *wtx) persistOutliers(evs []*rooms.Event, res *PersistResult) error {
@@ -218,6 +272,9 @@ func (w *wtx) persistOutliers(evs []*rooms.Event, res *PersistResult) error {
 }
 
 func (w *wtx) persistOutlierChunk(evs []*rooms.Event, res *PersistResult) error {
+	if err := w.autoNumbered(); err != nil {
+		return err
+	}
 	args := make([]any, 0, len(evs)*len(w.db.d.eventRows.columns))
 	for _, ev := range evs {
 		var skNID int64
@@ -247,6 +304,7 @@ func (w *wtx) persistOutlierChunk(evs []*rooms.Event, res *PersistResult) error 
 			return err
 		}
 		written[id] = nid
+		w.numbered(nid)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -426,17 +484,31 @@ func (w *wtx) persistOne(ne *NewEvent) (bool, error) {
 		softFailed = 1
 	}
 	_, placeholder := w.eventNIDs[ev.EventID()]
+	fresh := !placeholder && !w.known[ev.EventID()]
 	var nid int64
-	var id string
-	err := w.t.queryRow(w.db.d.multiInsert(w.db.d.eventRows, 1), ev.EventID(), w.roomNID, skNID, membership,
-		ev.Depth(), ev.OriginServerTS(), outlier, rejected, softFailed, before, ev.JSON()).Scan(&nid, &id)
-	if errors.Is(err, sql.ErrNoRows) {
-		// Held already (and not an outlier being promoted).
-		_, err := w.eventNID(ev.EventID())
-		return false, err
-	}
-	if err != nil {
-		return false, err
+	if fresh {
+		w.nextNID++
+		nid = w.nextNID
+		if err := w.add(w.newEvents, nid, ev.EventID(), w.roomNID, skNID, membership,
+			ev.Depth(), ev.OriginServerTS(), outlier, rejected, softFailed, before, ev.JSON()); err != nil {
+			return false, err
+		}
+	} else {
+		if err := w.autoNumbered(); err != nil {
+			return false, err
+		}
+		var id string
+		err := w.t.queryRow(w.db.d.multiInsert(w.db.d.eventRows, 1), ev.EventID(), w.roomNID, skNID, membership,
+			ev.Depth(), ev.OriginServerTS(), outlier, rejected, softFailed, before, ev.JSON()).Scan(&nid, &id)
+		if errors.Is(err, sql.ErrNoRows) {
+			// Held already (and not an outlier being promoted).
+			_, err := w.eventNID(ev.EventID())
+			return false, err
+		}
+		if err != nil {
+			return false, err
+		}
+		w.numbered(nid)
 	}
 	w.eventNIDs[ev.EventID()] = nid
 	w.rows[ev.EventID()] = &eventRow{nid: nid, stateKey: skNID, held: true, outlier: outlier == 1,
@@ -446,7 +518,6 @@ func (w *wtx) persistOne(ne *NewEvent) (bool, error) {
 		return false, err
 	}
 	if ne.Outcome == Accepted {
-		fresh := nid > w.maxNID && !placeholder
 		if err := w.updateExtremities(nid, prevNIDs, fresh); err != nil {
 			return false, err
 		}
@@ -514,7 +585,7 @@ func (w *wtx) updateExtremities(nid int64, prevs []int64, fresh bool) error {
 	}
 	if !fresh {
 		// A held event of an earlier transaction may follow it.
-		if err := w.flush(w.prevEdges); err != nil {
+		if err := w.flushAll(); err != nil {
 			return err
 		}
 		var n int64

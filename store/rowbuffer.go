@@ -73,5 +73,5 @@ func (w *wtx) flushAll() error {
 }
 
 func (w *wtx) buffers() []*rowBuffer {
-	return []*rowBuffer{w.prevEdges, w.authEdges, w.entries, w.current, w.outbound}
+	return []*rowBuffer{w.newEvents, w.prevEdges, w.authEdges, w.entries, w.current, w.outbound}
 }

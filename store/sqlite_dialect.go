@@ -31,7 +31,8 @@ type dialect struct {
 	roomCurrentSnapshot, setRoomCurrentSnapshot               string
 
 	// events and edges
-	eventRows                                                 insertShape
+	eventRows, newEventRows                                   insertShape
+	existingEventIDs                                          string
 	lookupEventNID, insertPlaceholder, heldEventNID           string
 	prevEdgeRows, authEdgeRows                                insertShape
 	multiInsert                                               func(s insertShape, rows int) string
@@ -147,6 +148,9 @@ var sqliteDialect = &dialect{
 		before_snapshot_nid = excluded.before_snapshot_nid, json = excluded.json
 	WHERE events.json IS NULL OR (events.outlier = 1 AND excluded.outlier = 0)
 	RETURNING event_nid, event_id`},
+	newEventRows: insertShape{"events", []string{"event_nid", "event_id", "room_nid", "state_key_nid", "membership", "depth",
+		"origin_server_ts", "outlier", "rejected_reason", "soft_failed", "before_snapshot_nid", "json"}, ""},
+	existingEventIDs:  `SELECT event_id FROM events WHERE event_id IN (SELECT value FROM json_each(?))`,
 	lookupEventNID:    `SELECT event_nid FROM events WHERE event_id = ?`,
 	insertPlaceholder: `INSERT INTO events (event_id, room_nid) VALUES (?, ?) RETURNING event_nid`,
 	heldEventNID:      `SELECT event_nid FROM events WHERE event_id = ? AND json IS NOT NULL`,

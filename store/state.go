@@ -218,6 +218,9 @@ func (w *wtx) stateAfter(r *eventRow, id string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	if err := w.flush(w.newEvents); err != nil {
+		return 0, err
+	}
 	if _, err := w.t.exec(w.db.d.setAfterSnapshot, snap, r.nid); err != nil {
 		return 0, err
 	}
