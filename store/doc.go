@@ -50,7 +50,11 @@
 // snapshots (Options.StateCacheEntries; roots never change) and apply the
 // chain's deltas on a copy. Single keys (StateEventBefore) read at most one
 // row per chain node. Bulk writes (a join's state, edges, snapshot entries,
-// current state, queue and host log rows) use multi-row INSERTs.
+// current state, queue and host log rows) use multi-row INSERTs, in
+// power-of-two chunks so every statement shape stays prepared. Events new
+// to the database are numbered by the store (the writer is the only one)
+// and written the same way; an event that was referenced before it
+// arrived has a placeholder row (no JSON) that its arrival fills in.
 //
 // # Concurrency
 //

@@ -24,12 +24,10 @@ type wtx struct {
 	// followed marks events that an accepted event of this transaction
 	// lists as a prev event (whose edges may still be buffered).
 	followed map[int64]bool
-	// maxNID is the highest event number before this transaction: a row
-	// numbered above it that was not a placeholder of this transaction is
-	// new, so no held event can list it as a prev event.
-	maxNID int64
-	// nextNID is the last event number handed out; events known to be new
-	// get theirs from it and wait in newEvents for a multi-row INSERT.
+	// nextNID is the last event number handed out (the table's highest
+	// at the start); events known to be new get theirs from it and wait
+	// in newEvents for a multi-row INSERT. Nothing else can number events
+	// meanwhile: this is the only writer.
 	nextNID int64
 	// known holds the batch's non-outlier event IDs that had a row (held
 	// or placeholder) when the transaction began.
@@ -147,10 +145,9 @@ func (w *wtx) persist(b Batch, res *PersistResult) error {
 	if err != nil {
 		return err
 	}
-	if err := w.t.queryRow(w.db.d.maxEventNID).Scan(&w.maxNID); err != nil {
+	if err := w.t.queryRow(w.db.d.maxEventNID).Scan(&w.nextNID); err != nil {
 		return err
 	}
-	w.nextNID = w.maxNID
 	if err := w.loadKnown(b); err != nil {
 		return err
 	}
