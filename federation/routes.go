@@ -29,6 +29,7 @@ func (s *Server) routes(r *mux.Router) {
 	if s.Rooms != nil {
 		s.roomRoutes(r, s.Rooms)
 	}
+	s.membershipRoutes(r)
 }
 
 // handlerFunc is the shape of every endpoint: it writes a response and

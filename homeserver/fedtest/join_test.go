@@ -1,0 +1,228 @@
+package fedtest
+
+import (
+	"errors"
+	"net/http"
+	"testing"
+
+	"github.com/ferry-matrix/ferry/federation"
+	"github.com/ferry-matrix/ferry/homeserver"
+	"github.com/ferry-matrix/ferry/rooms"
+)
+
+// TestJoinRemoteRoom: server A creates a public room, a user of B joins it
+// through A, messages and state flow both ways, and both servers end with
+// the same current state. C, which is not in the room, is offered first
+// and skipped.
+func TestJoinRemoteRoom(t *testing.T) {
+	t.Parallel()
+	for _, version := range []string{"10", "12"} {
+		t.Run("v"+version, func(t *testing.T) {
+			t.Parallel()
+			nodes := startNodes(t, 3)
+			a, b, c := nodes[0], nodes[1], nodes[2]
+			ctx := testContext(t)
+			alice, bob := a.User("alice"), b.User("bob")
+			roomID, err := a.Engine.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: version, Preset: homeserver.PresetPublicChat})
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := a.Say(t, roomID, alice, "before bob")
+
+			join, err := b.Engine.JoinRoom(ctx, roomID, bob, []string{c.Name, a.Name})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if join.Membership() != "join" || join.Sender() != bob || join.RoomID() != roomID {
+				t.Fatalf("join event %s", join.JSON())
+			}
+			for _, n := range []*node{a, b} {
+				if m := n.membership(t, roomID, bob); m != "join" {
+					t.Fatalf("%s: bob's membership is %q", n.Name, m)
+				}
+				if m := n.membership(t, roomID, alice); m != "join" {
+					t.Fatalf("%s: alice's membership is %q", n.Name, m)
+				}
+			}
+			// History before the join is not fetched: B holds the room's
+			// state, not its timeline.
+			if _, err := b.DB.Event(ctx, before); err == nil {
+				t.Fatal("B holds a message from before its join")
+			}
+			requireSameState(t, roomID, a, b)
+
+			// A to B.
+			hello := a.Say(t, roomID, alice, "hello bob")
+			topic := a.SetState(t, roomID, alice, "m.room.topic", "", map[string]any{"topic": "ferries"})
+			a.Flush(t)
+			b.WaitEvent(t, hello)
+			b.WaitEvent(t, topic)
+
+			// B to A.
+			reply := b.Say(t, roomID, bob, "hello alice")
+			b.Flush(t)
+			a.WaitEvent(t, reply)
+
+			// Both at once: a fork that both resolve the same way.
+			fromA := a.Say(t, roomID, alice, "crossing 1")
+			fromB := b.Say(t, roomID, bob, "crossing 2")
+			a.Flush(t)
+			b.Flush(t)
+			a.WaitEvent(t, fromB)
+			b.WaitEvent(t, fromA)
+			requireSameState(t, roomID, a, b)
+
+			// C never joined.
+			if _, err := c.DB.Room(ctx, roomID); err == nil {
+				t.Fatal("C holds the room")
+			}
+		})
+	}
+}
+
+// TestJoinRoom_NoServerCanHelp: when every via server fails, JoinRoom says
+// why and leaves nothing behind.
+func TestJoinRoom_NoServerCanHelp(t *testing.T) {
+	t.Parallel()
+	nodes := startNodes(t, 2)
+	a, b := nodes[0], nodes[1]
+	ctx := testContext(t)
+	roomID, err := a.Engine.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: a.User("alice"), Version: "12", Preset: homeserver.PresetPrivateChat})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An invite-only room: A refuses with 403.
+	_, err = b.Engine.JoinRoom(ctx, roomID, b.User("bob"), []string{a.Name})
+	var he *federation.HTTPError
+	if !errors.As(err, &he) || he.Status != http.StatusForbidden {
+		t.Fatalf("join of an invite-only room: %v, want a 403 from %s", err, a.Name)
+	}
+	if _, err := b.DB.Room(ctx, roomID); err == nil {
+		t.Fatal("B holds the room after a failed join")
+	}
+	if _, err := b.Engine.JoinRoom(ctx, roomID, b.User("bob"), []string{b.Name}); err == nil {
+		t.Fatal("join with only ourselves as via succeeded")
+	}
+	if _, err := b.Engine.JoinRoom(ctx, roomID, a.User("alice"), []string{a.Name}); err == nil {
+		t.Fatal("join of another server's user succeeded")
+	}
+}
+
+// TestServeJoin_BadInputs: make_join and send_join refuse what the spec
+// says they must, with its status codes.
+func TestServeJoin_BadInputs(t *testing.T) {
+	t.Parallel()
+	nodes := startNodes(t, 2)
+	a, b := nodes[0], nodes[1]
+	ctx := testContext(t)
+	roomID, err := a.Engine.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: a.User("alice"), Version: "12", Preset: homeserver.PresetPublicChat})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := b.User("bob")
+	wantStatus := func(t *testing.T, err error, status int, code string) {
+		t.Helper()
+		var he *federation.HTTPError
+		if !errors.As(err, &he) || he.Status != status || he.ErrCode != code {
+			t.Fatalf("got %v, want %d %s", err, status, code)
+		}
+	}
+	t.Run("make_join unknown room", func(t *testing.T) {
+		_, _, err := b.Client.MakeJoin(ctx, a.Name, "!nothere:"+a.Name, bob, rooms.SupportedVersionIDs())
+		wantStatus(t, err, http.StatusNotFound, "M_NOT_FOUND")
+	})
+	t.Run("make_join unsupported versions", func(t *testing.T) {
+		_, _, err := b.Client.MakeJoin(ctx, a.Name, roomID, bob, []string{"1", "2"})
+		wantStatus(t, err, http.StatusBadRequest, "M_INCOMPATIBLE_ROOM_VERSION")
+	})
+	t.Run("make_join for a user of another server", func(t *testing.T) {
+		_, _, err := b.Client.MakeJoin(ctx, a.Name, roomID, a.User("mallory"), rooms.SupportedVersionIDs())
+		wantStatus(t, err, http.StatusForbidden, "M_FORBIDDEN")
+	})
+
+	v, err := rooms.LookupVersion("12")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, raw, err := b.Client.MakeJoin(ctx, a.Name, roomID, bob, rooms.SupportedVersionIDs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := templateOf(t, raw)
+	build := func(t *testing.T, edit func(*rooms.EventTemplate)) *rooms.Event {
+		t.Helper()
+		et := tmpl
+		et.Content = map[string]any{"membership": "join"}
+		edit(&et)
+		ev, err := rooms.BuildEvent(v, et, b.Engine.Signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ev
+	}
+	t.Run("send_join with membership leave", func(t *testing.T) {
+		ev := build(t, func(et *rooms.EventTemplate) { et.Content = map[string]any{"membership": "leave"} })
+		_, _, _, err := b.Client.SendJoin(ctx, a.Name, roomID, ev.EventID(), ev.JSON())
+		wantStatus(t, err, http.StatusBadRequest, "M_INVALID_PARAM")
+	})
+	t.Run("send_join for a user of another server", func(t *testing.T) {
+		mallory := a.User("mallory")
+		ev := build(t, func(et *rooms.EventTemplate) { et.Sender, et.StateKey = mallory, rooms.StringPtr(mallory) })
+		_, _, _, err := b.Client.SendJoin(ctx, a.Name, roomID, ev.EventID(), ev.JSON())
+		wantStatus(t, err, http.StatusBadRequest, "M_INVALID_PARAM")
+	})
+	t.Run("send_join under another event ID", func(t *testing.T) {
+		ev := build(t, func(*rooms.EventTemplate) {})
+		other := build(t, func(et *rooms.EventTemplate) { et.OriginServerTS++ })
+		_, _, _, err := b.Client.SendJoin(ctx, a.Name, roomID, other.EventID(), ev.JSON())
+		wantStatus(t, err, http.StatusBadRequest, "M_INVALID_PARAM")
+	})
+	t.Run("send_join unknown room", func(t *testing.T) {
+		ev := build(t, func(*rooms.EventTemplate) {})
+		_, _, _, err := b.Client.SendJoin(ctx, a.Name, "!nothere:"+a.Name, ev.EventID(), ev.JSON())
+		wantStatus(t, err, http.StatusNotFound, "M_NOT_FOUND")
+	})
+	t.Run("send_join of a member the rules refuse", func(t *testing.T) {
+		// Well-formed and signed, but listing no auth events: it fails
+		// the auth rules and is refused, not accepted.
+		ev := build(t, func(et *rooms.EventTemplate) { et.AuthEvents = nil })
+		_, _, _, err := b.Client.SendJoin(ctx, a.Name, roomID, ev.EventID(), ev.JSON())
+		wantStatus(t, err, http.StatusForbidden, "M_FORBIDDEN")
+	})
+	t.Run("send_join accepted", func(t *testing.T) {
+		ev := build(t, func(*rooms.EventTemplate) {})
+		state, chain, join, err := b.Client.SendJoin(ctx, a.Name, roomID, ev.EventID(), ev.JSON())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(state) != 5 || len(chain) == 0 || len(join) == 0 {
+			t.Fatalf("state %d events, auth chain %d, event %d bytes", len(state), len(chain), len(join))
+		}
+		if m := a.membership(t, roomID, bob); m != "join" {
+			t.Fatalf("bob's membership on A is %q", m)
+		}
+	})
+}
+
+// templateOf reads a make_join template into an EventTemplate.
+func templateOf(t *testing.T, raw []byte) rooms.EventTemplate {
+	t.Helper()
+	tree, err := rooms.ParseJSON(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj := tree.(map[string]any)
+	list := func(k string) []string {
+		var out []string
+		for _, x := range obj[k].([]any) {
+			out = append(out, x.(string))
+		}
+		return out
+	}
+	sk := obj["state_key"].(string)
+	return rooms.EventTemplate{
+		Type: obj["type"].(string), StateKey: &sk, Sender: obj["sender"].(string), RoomID: obj["room_id"].(string),
+		PrevEvents: list("prev_events"), AuthEvents: list("auth_events"), Depth: obj["depth"].(int64),
+		OriginServerTS: obj["origin_server_ts"].(int64),
+	}
+}

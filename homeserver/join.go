@@ -1,0 +1,413 @@
+package homeserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/ferry-matrix/ferry/rooms"
+	"github.com/ferry-matrix/ferry/store"
+)
+
+// Joiner is what the engine asks of a resident server to join a room
+// there (make_join, send_join v2). *federation.Client satisfies it; the
+// engine uses it when its Remote does.
+type Joiner interface {
+	// MakeJoin asks server for a join template for userID, offering
+	// versions; it returns the room version and the template's JSON.
+	MakeJoin(ctx context.Context, server, roomID, userID string, versions []string) (roomVersion string, template []byte, err error)
+	// SendJoin sends the signed join and returns the room state before
+	// it, the auth chain, and the join as the resident returned it (nil
+	// when the answer has none).
+	SendJoin(ctx context.Context, server, roomID, eventID string, event []byte) (state, authChain [][]byte, join []byte, err error)
+}
+
+// JoinRoom joins userID, a local user, to roomID. When this server is in
+// the room already the join is an ordinary local event; otherwise each
+// server of via is asked in turn (make_join with every version we support,
+// send_join v2) until one answers with a state that verifies and
+// authorises the join, which is then persisted in one transaction: the
+// room is live. Servers that fail are skipped and the reason logged; the
+// error lists every reason when none succeeds. It returns the join event.
+func (e *Engine) JoinRoom(ctx context.Context, roomID, userID string, via []string) (*rooms.Event, error) {
+	user, err := rooms.ParseUserID(userID)
+	if err != nil {
+		return nil, badRequest("join: user: %v", err)
+	}
+	if string(user.Server()) != e.ServerName {
+		return nil, badRequest("join: %s is not a user of %s", userID, e.ServerName)
+	}
+	if _, err := rooms.ParseRoomID(roomID); err != nil {
+		return nil, badRequest("join: room: %v", err)
+	}
+	_, in, err := e.roomVersion(ctx, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("join %s: %w", roomID, err)
+	}
+	if in {
+		return e.SendEvent(ctx, roomID, LocalEvent{Type: "m.room.member", StateKey: rooms.StringPtr(userID), Sender: userID,
+			Content: map[string]any{"membership": "join"}})
+	}
+	joiner, ok := e.Remote.(Joiner)
+	if !ok {
+		return nil, errors.New("join: the engine has no remote that can join rooms")
+	}
+	var failures []error
+	for _, server := range via {
+		if server == e.ServerName || server == "" {
+			continue
+		}
+		ev, err := e.joinVia(ctx, joiner, server, roomID, userID)
+		if err == nil {
+			e.Logger.Info().Str(fieldRoomID, roomID).Str("via", server).Str("user", userID).Str(fieldEventID, ev.EventID()).Msg("joined a remote room")
+			return ev, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("join %s: %w", roomID, ctx.Err())
+		}
+		e.Logger.Warn().Err(err).Str(fieldRoomID, roomID).Str("via", server).Msg("joining through this server failed; trying the next")
+		failures = append(failures, fmt.Errorf("via %s: %w", server, err))
+	}
+	if len(failures) == 0 {
+		return nil, badRequest("join %s: no server to join through", roomID)
+	}
+	return nil, fmt.Errorf("join %s: every server failed: %w", roomID, errors.Join(failures...))
+}
+
+// joinVia runs the join handshake with one resident server.
+func (e *Engine) joinVia(ctx context.Context, joiner Joiner, server, roomID, userID string) (*rooms.Event, error) {
+	versionID, rawTemplate, err := joiner.MakeJoin(ctx, server, roomID, userID, rooms.SupportedVersionIDs())
+	if err != nil {
+		return nil, fmt.Errorf("make_join: %w", err)
+	}
+	v, err := rooms.LookupVersion(versionID)
+	if err != nil {
+		return nil, fmt.Errorf("make_join: the room's version is not supported here: %w", err)
+	}
+	t, err := joinTemplate(rawTemplate, roomID, userID)
+	if err != nil {
+		return nil, fmt.Errorf("make_join: %w", err)
+	}
+	t.OriginServerTS = e.now().UnixMilli()
+	join, err := rooms.BuildEvent(v, t, e.Signer)
+	if err != nil {
+		return nil, fmt.Errorf("make_join: template: %w", err)
+	}
+	rawState, rawChain, rawJoin, err := joiner.SendJoin(ctx, server, roomID, join.EventID(), join.JSON())
+	if err != nil {
+		return nil, fmt.Errorf("send_join: %w", err)
+	}
+	if rawJoin != nil {
+		// The resident may have added its signature (restricted rooms);
+		// the event ID, which signatures do not cover, must not change.
+		returned, err := rooms.ParseEvent(v, rawJoin)
+		if err != nil {
+			return nil, fmt.Errorf("send_join: event: %w", err)
+		}
+		if returned.EventID() != join.EventID() {
+			return nil, fmt.Errorf("send_join: the returned join is %s, not the %s we sent", returned.EventID(), join.EventID())
+		}
+		join = returned
+	}
+	checked, err := e.verifyJoinResponse(ctx, v, roomID, join, rawState, rawChain)
+	if err != nil {
+		return nil, fmt.Errorf("send_join: %w", err)
+	}
+	if err := e.persistJoin(ctx, roomID, server, join, checked); err != nil {
+		return nil, err
+	}
+	return join, nil
+}
+
+// joinTemplate checks a make_join template (room, sender, state key, type,
+// membership) and returns it as a template to sign; origin_server_ts is
+// left for the caller.
+func joinTemplate(raw []byte, roomID, userID string) (rooms.EventTemplate, error) {
+	tree, err := rooms.ParseJSON(raw)
+	if err != nil {
+		return rooms.EventTemplate{}, fmt.Errorf("template: %w", err)
+	}
+	obj, _ := tree.(map[string]any)
+	str := func(k string) string { s, _ := obj[k].(string); return s }
+	content, _ := obj["content"].(map[string]any)
+	stateKey, hasStateKey := obj["state_key"].(string)
+	switch {
+	case obj == nil:
+		return rooms.EventTemplate{}, errors.New("template is not an object")
+	case str("type") != "m.room.member":
+		return rooms.EventTemplate{}, fmt.Errorf("template type is %q, not m.room.member", str("type"))
+	case str("room_id") != roomID:
+		return rooms.EventTemplate{}, fmt.Errorf("template room is %q, not %s", str("room_id"), roomID)
+	case str("sender") != userID:
+		return rooms.EventTemplate{}, fmt.Errorf("template sender is %q, not %s", str("sender"), userID)
+	case !hasStateKey || stateKey != userID:
+		return rooms.EventTemplate{}, fmt.Errorf("template state key is %q, not %s", stateKey, userID)
+	case content == nil || content["membership"] != "join":
+		return rooms.EventTemplate{}, errors.New("template membership is not join")
+	}
+	depth, _ := obj["depth"].(int64)
+	ids := func(k string) ([]string, error) {
+		list, ok := obj[k].([]any)
+		if !ok {
+			return nil, fmt.Errorf("template %s is not a list", k)
+		}
+		out := make([]string, 0, len(list))
+		for _, x := range list {
+			s, ok := x.(string)
+			if !ok {
+				return nil, fmt.Errorf("template %s holds a non-string", k)
+			}
+			out = append(out, s)
+		}
+		return out, nil
+	}
+	prev, err := ids("prev_events")
+	if err != nil {
+		return rooms.EventTemplate{}, err
+	}
+	auth, err := ids("auth_events")
+	if err != nil {
+		return rooms.EventTemplate{}, err
+	}
+	return rooms.EventTemplate{
+		Type: "m.room.member", StateKey: rooms.StringPtr(userID), Sender: userID, RoomID: roomID,
+		Content: content, PrevEvents: prev, AuthEvents: auth, Depth: depth,
+	}, nil
+}
+
+// joinState is a verified send_join answer.
+type joinState struct {
+	state  rooms.StateMap
+	events map[string]*rooms.Event // every usable event of state and auth chain
+	// rejected are auth chain events that failed auth; they are stored
+	// as rejected so they are not fetched again.
+	rejected map[string]string
+	servers  []string // servers with joined members in the state
+}
+
+// verifyJoinResponse checks every event of a send_join answer: format
+// (parsed under the room's version), room, signatures and hashes, then
+// auth against its own auth events (in auth order); every state event must
+// pass, and the state must authorise the join.
+func (e *Engine) verifyJoinResponse(ctx context.Context, v rooms.Version, roomID string, join *rooms.Event, rawState, rawChain [][]byte) (*joinState, error) {
+	if e.Keys == nil {
+		return nil, errors.New("no key source to verify signatures")
+	}
+	keys := e.Keys.KeyLookup(ctx)
+	js := &joinState{state: rooms.StateMap{}, events: map[string]*rooms.Event{}, rejected: map[string]string{}}
+	stateIDs := map[string]bool{}
+	dropped := map[string]string{}
+	parse := func(raw []byte, inState bool) error {
+		ev, err := rooms.ParseEvent(v, raw)
+		if err != nil {
+			if inState {
+				return fmt.Errorf("state event: %w", err)
+			}
+			e.Logger.Warn().Err(err).Str(fieldRoomID, roomID).Msg("send_join: unparseable auth chain event left out")
+			return nil
+		}
+		if inState {
+			k, ok := rooms.StateTupleOf(ev)
+			if !ok {
+				return fmt.Errorf("state event %s has no state key", ev.EventID())
+			}
+			if other, dup := js.state[k]; dup && other != ev.EventID() {
+				return fmt.Errorf("state holds both %s and %s for (%s, %s)", other, ev.EventID(), k.Type, k.StateKey)
+			}
+			js.state[k] = ev.EventID()
+			stateIDs[ev.EventID()] = true
+		}
+		if _, seen := js.events[ev.EventID()]; seen {
+			return nil
+		}
+		if _, seen := dropped[ev.EventID()]; seen {
+			return nil
+		}
+		if ev.RoomID() != roomID && ev.Type() != "m.room.create" {
+			dropped[ev.EventID()] = "event of another room"
+			return nil
+		}
+		checked, err := rooms.CheckEvent(ev, keys)
+		if err != nil {
+			dropped[ev.EventID()] = "signatures: " + err.Error()
+			return nil
+		}
+		js.events[ev.EventID()] = checked
+		return nil
+	}
+	for _, raw := range rawState {
+		if err := parse(raw, true); err != nil {
+			return nil, err
+		}
+	}
+	for _, raw := range rawChain {
+		if err := parse(raw, false); err != nil {
+			return nil, err
+		}
+	}
+	for id := range stateIDs {
+		if reason, bad := dropped[id]; bad {
+			return nil, fmt.Errorf("state event %s: %s", id, reason)
+		}
+	}
+	createID, ok := js.state[rooms.CreateTuple]
+	if !ok {
+		return nil, errors.New("the state has no create event")
+	}
+	create := js.events[createID]
+	if err := checkCreateNamesRoom(v, create, roomID); err != nil {
+		return nil, err
+	}
+	// Auth every event against its auth events, dependencies first.
+	const (
+		pending = iota
+		visiting
+		done
+	)
+	mark := map[string]int{}
+	var visit func(id string, depth int) error
+	visit = func(id string, depth int) error {
+		ev := js.events[id]
+		if ev == nil || mark[id] == done {
+			return nil
+		}
+		if mark[id] == visiting || depth > len(js.events) {
+			return fmt.Errorf("event %s is part of an auth_events cycle", id)
+		}
+		mark[id] = visiting
+		var authEvs []*rooms.Event
+		for _, a := range ev.AuthEvents() {
+			if err := visit(a, depth+1); err != nil {
+				return err
+			}
+			if ae := js.events[a]; ae != nil {
+				authEvs = append(authEvs, ae)
+			}
+		}
+		mark[id] = done
+		isRejected := func(x string) bool { _, r := js.rejected[x]; return r }
+		if err := rooms.CheckAuthEvents(ev, authEvs, create, isRejected); err != nil {
+			js.rejected[id] = "auth events: " + err.Error()
+		}
+		return nil
+	}
+	ids := make([]string, 0, len(js.events))
+	for id := range js.events {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		if err := visit(id, 0); err != nil {
+			return nil, err
+		}
+	}
+	for id := range stateIDs {
+		if reason, bad := js.rejected[id]; bad {
+			return nil, fmt.Errorf("state event %s fails auth: %s", id, reason)
+		}
+	}
+	for id, reason := range js.rejected {
+		e.Logger.Warn().Str(fieldRoomID, roomID).Str(fieldEventID, id).Str("reason", reason).Msg("send_join: auth chain event rejected")
+	}
+	// The join itself: its auth events must be among those returned and
+	// the state must authorise it.
+	var joinAuth []*rooms.Event
+	for _, a := range join.AuthEvents() {
+		ae := js.events[a]
+		if ae == nil {
+			return nil, fmt.Errorf("auth event %s of the join is missing from the answer", a)
+		}
+		joinAuth = append(joinAuth, ae)
+	}
+	isRejected := func(x string) bool { _, r := js.rejected[x]; return r }
+	if err := rooms.CheckAuthEvents(join, joinAuth, create, isRejected); err != nil {
+		return nil, fmt.Errorf("the join fails auth against its auth events: %w", err)
+	}
+	before := make(map[rooms.StateTuple]*rooms.Event)
+	for _, k := range authKeys(join) {
+		if id, ok := js.state[k]; ok {
+			before[k] = js.events[id]
+		}
+	}
+	if err := rooms.CheckAuth(join, before); err != nil {
+		return nil, fmt.Errorf("the state does not authorise the join: %w", err)
+	}
+	seen := map[string]bool{}
+	for k, id := range js.state {
+		if k.Type != "m.room.member" || js.events[id].Membership() != "join" {
+			continue
+		}
+		if s := serverOf(k.StateKey); s != "" && !seen[s] {
+			seen[s] = true
+			js.servers = append(js.servers, s)
+		}
+	}
+	slices.Sort(js.servers)
+	return js, nil
+}
+
+// checkCreateNamesRoom checks that create is the create event of roomID:
+// in versions deriving the room ID from it, by its event ID.
+func checkCreateNamesRoom(v rooms.Version, create *rooms.Event, roomID string) error {
+	if create == nil {
+		return errors.New("the create event did not verify")
+	}
+	if v.RoomIDs == rooms.RoomIDFromCreate {
+		if want := string(rooms.RoomIDFromCreateEventID(rooms.EventID(create.EventID()))); want != roomID {
+			return fmt.Errorf("the create event %s is of room %s, not %s", create.EventID(), want, roomID)
+		}
+		return nil
+	}
+	if create.RoomID() != roomID {
+		return fmt.Errorf("the create event is of room %s, not %s", create.RoomID(), roomID)
+	}
+	return nil
+}
+
+// persistJoin writes a verified join in one transaction: the state and
+// auth chain as outliers, the join with the state before it, the room's
+// current state and status, the host log entry, and the join queued for
+// the other servers in the room.
+func (e *Engine) persistJoin(ctx context.Context, roomID, via string, join *rooms.Event, js *joinState) error {
+	var batch store.Batch
+	ids := make([]string, 0, len(js.events))
+	for id := range js.events {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		if id == join.EventID() {
+			continue
+		}
+		ne := store.NewEvent{Event: js.events[id], Outcome: store.Outlier}
+		if reason, bad := js.rejected[id]; bad {
+			ne = store.NewEvent{Event: js.events[id], Outcome: store.Rejected, RejectedReason: reason}
+		}
+		batch.Events = append(batch.Events, ne)
+	}
+	var dests []string
+	for _, s := range js.servers {
+		if s != e.ServerName && s != via {
+			dests = append(dests, s)
+		}
+	}
+	batch.Events = append(batch.Events, store.NewEvent{
+		Event: join, Outcome: store.Accepted, StateBefore: &store.StateRef{Changes: toStore(js.state)}, Destinations: dests,
+	})
+	batch.CurrentState = &store.StateRef{AfterEvent: join.EventID()}
+	batch.RoomStatus = store.RoomJoined
+	batch.HostLog = []store.HostLogEntry{{Kind: store.HostEvent, RoomID: roomID, EventID: join.EventID()}}
+	unlock := e.lockRoom(roomID)
+	defer unlock()
+	if _, in, err := e.roomVersion(ctx, roomID); err != nil {
+		return fmt.Errorf("join %s: %w", roomID, err)
+	} else if in {
+		return fmt.Errorf("join %s: this server joined the room meanwhile", roomID)
+	}
+	if err := e.persist(ctx, batch); err != nil {
+		return fmt.Errorf("join %s: persist: %w", roomID, err)
+	}
+	e.dropHead(roomID)
+	return nil
+}
