@@ -92,15 +92,16 @@ func inspectResolve(stdin io.Reader) (rooms.StateMap, error) {
 	if len(in.StateSets) == 0 {
 		return nil, errors.New("state_sets is missing or empty")
 	}
-	versionID, addCreator := in.RoomVersion, false
-	if versionID == "11" {
+	v, err := rooms.LookupVersion(in.RoomVersion)
+	addCreator := false
+	if err != nil {
 		// Version 11 resolves with v2.0, as version 10 does; its create
 		// event names no creator, which version 10 rules require.
-		versionID, addCreator = "10", true
-	}
-	v, err := rooms.LookupVersion(versionID)
-	if err != nil {
-		return nil, fmt.Errorf("room_version: %w (11 is accepted too, run under version 10 rules)", err)
+		standIn, ok := rooms.StateResStandIn(in.RoomVersion)
+		if !ok {
+			return nil, fmt.Errorf("room_version: %w (11 is accepted too, run under version 10 rules)", err)
+		}
+		v, addCreator = standIn, true
 	}
 	events := rooms.NewEventSet()
 	for i, raw := range in.PDUs {

@@ -30,10 +30,10 @@ func startFederating(t *testing.T) (*running, string) {
 	port := freeLoopbackPort(t)
 	name := "127.0.0.1:" + strconv.Itoa(port)
 	r := startServe(t, map[string]string{
-		"FERRY_DATA_DIR":                          t.TempDir(),
-		"FERRY_SERVER_NAME":                       name,
-		"FERRY_FEDERATION_LISTEN":                 name,
-		"FERRY_FEDERATION_VERIFY_TLS":             "false",
+		"FERRY_DATA_DIR":                           t.TempDir(),
+		"FERRY_SERVER_NAME":                        name,
+		"FERRY_FEDERATION_LISTEN":                  name,
+		"FERRY_FEDERATION_VERIFY_TLS":              "false",
 		"FERRY_FEDERATION_ALLOW_PRIVATE_ADDRESSES": "true",
 	})
 	return r, name
