@@ -316,7 +316,7 @@ func (e *Engine) judge(ctx context.Context, origin string, h *roomHead, ev *room
 		return err
 	}
 	batch := store.Batch{
-		Events:       []store.NewEvent{{Event: ev, Outcome: store.Accepted, StateBefore: ref}},
+		Events:       []store.NewEvent{{Event: ev, Outcome: store.Accepted, StateBefore: ref, Destinations: fanoutOf(ctx, ev)}},
 		CurrentState: curRef,
 		HostLog:      []store.HostLogEntry{{Kind: store.HostEvent, RoomID: ev.RoomID(), EventID: ev.EventID()}},
 	}

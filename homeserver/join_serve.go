@@ -207,7 +207,19 @@ func (e *Engine) acceptMembership(ctx context.Context, origin, roomID string, ev
 	if h == nil {
 		return notFound("room %s is not known here", roomID)
 	}
-	err = e.receiveOne(ctx, origin, h, ev, true)
+	// The resident sends the membership on to the other servers in the
+	// room; origin only talked to us.
+	servers, err := e.Store.JoinedServers(ctx, roomID)
+	if err != nil {
+		return err
+	}
+	var dests []string
+	for _, s := range servers {
+		if s != e.ServerName && s != origin {
+			dests = append(dests, s)
+		}
+	}
+	err = e.receiveOne(withFanout(ctx, ev.EventID(), dests), origin, h, ev, true)
 	switch {
 	case errors.Is(err, ErrDropped), errors.Is(err, ErrRejected):
 		return forbidden("%v", err)
@@ -223,4 +235,28 @@ func (e *Engine) acceptMembership(ctx context.Context, origin, roomID string, ev
 	}
 	e.Logger.Info().Str(fieldOrigin, origin).Str(fieldRoomID, roomID).Str(fieldEventID, ev.EventID()).Str("membership", ev.Membership()).Msg("membership accepted from a remote server")
 	return nil
+}
+
+type fanoutKey struct{}
+
+type fanout struct {
+	eventID string
+	dests   []string
+}
+
+// withFanout marks a received event to be queued for dests when it is
+// accepted: a membership that came through send_join or send_leave,
+// which the other servers in the room learn from us.
+func withFanout(ctx context.Context, eventID string, dests []string) context.Context {
+	return context.WithValue(ctx, fanoutKey{}, fanout{eventID: eventID, dests: dests})
+}
+
+// fanoutOf returns the servers an accepted received event is queued for:
+// none, unless withFanout marked it.
+func fanoutOf(ctx context.Context, ev *rooms.Event) []string {
+	f, ok := ctx.Value(fanoutKey{}).(fanout)
+	if !ok || f.eventID != ev.EventID() {
+		return nil
+	}
+	return f.dests
 }

@@ -226,3 +226,42 @@ func templateOf(t *testing.T, raw []byte) rooms.EventTemplate {
 		OriginServerTS: obj["origin_server_ts"].(int64),
 	}
 }
+
+// TestJoin_ResidentFansOut: a third server joins through the room's
+// creator; the server that joined before learns of the join from the
+// resident, and all three then exchange events and agree on the state.
+func TestJoin_ResidentFansOut(t *testing.T) {
+	t.Parallel()
+	nodes := startNodes(t, 3)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	ctx := testContext(t)
+	alice, bob, carol := a.User("alice"), b.User("bob"), c.User("carol")
+	roomID, err := a.Engine.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: "12", Preset: homeserver.PresetPublicChat})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Engine.JoinRoom(ctx, roomID, bob, []string{a.Name}); err != nil {
+		t.Fatal(err)
+	}
+	carolJoin, err := c.Engine.JoinRoom(ctx, roomID, carol, []string{a.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Flush(t)
+	b.WaitEvent(t, carolJoin.EventID())
+	if m := b.membership(t, roomID, carol); m != "join" {
+		t.Fatalf("B: carol's membership is %q", m)
+	}
+	// C queued its join for B as well; a second copy changes nothing.
+	c.Flush(t)
+
+	fromB := b.Say(t, roomID, bob, "hello both")
+	b.Flush(t)
+	a.WaitEvent(t, fromB)
+	c.WaitEvent(t, fromB)
+	fromC := c.Say(t, roomID, carol, "hello")
+	c.Flush(t)
+	a.WaitEvent(t, fromC)
+	b.WaitEvent(t, fromC)
+	requireSameState(t, roomID, a, b, c)
+}
