@@ -42,4 +42,7 @@ type RoomHandler interface {
 	// MissingEvents returns events between earliest and latest (exclusive),
 	// oldest first.
 	MissingEvents(ctx context.Context, origin, roomID string, earliest, latest []string, limit int, minDepth int64) ([][]byte, error)
+	// TimestampToEvent returns the room's event closest to ts
+	// (milliseconds), at or after it when forward, else at or before it.
+	TimestampToEvent(ctx context.Context, origin, roomID string, ts int64, forward bool) (eventID string, eventTS int64, err error)
 }

@@ -191,6 +191,10 @@ func (s *scriptedRooms) Backfill(context.Context, string, string, []string, int)
 	return nil, errScriptedNotFound
 }
 
+func (s *scriptedRooms) TimestampToEvent(context.Context, string, string, int64, bool) (string, int64, error) {
+	return "", 0, errScriptedNotFound
+}
+
 func (s *scriptedRooms) MissingEvents(context.Context, string, string, []string, []string, int, int64) ([][]byte, error) {
 	s.record("get_missing_events")
 	s.mu.Lock()

@@ -25,6 +25,59 @@ func (s *Server) roomRoutes(r *mux.Router, h RoomHandler) {
 	r.Handle("/_matrix/federation/v1/event_auth/{roomId}/{eventId}", s.handle(s.authed(handleEventAuth(h)))).Methods(http.MethodGet)
 	r.Handle("/_matrix/federation/v1/backfill/{roomId}", s.handle(s.authed(s.handleBackfill(h)))).Methods(http.MethodGet)
 	r.Handle("/_matrix/federation/v1/get_missing_events/{roomId}", s.handle(s.authed(handleMissingEvents(h)))).Methods(http.MethodPost)
+	r.Handle("/_matrix/federation/v1/timestamp_to_event/{roomId}", s.handle(s.authed(handleTimestampToEvent(h)))).Methods(http.MethodGet)
+}
+
+// handleTimestampToEvent answers GET /timestamp_to_event/{roomId}?ts=&dir=.
+func handleTimestampToEvent(h RoomHandler) authedHandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, in *Incoming) error {
+		q := r.URL.Query()
+		ts, err := strconv.ParseInt(q.Get("ts"), 10, 64)
+		if err != nil || ts < 0 {
+			return Errorf(http.StatusBadRequest, "M_INVALID_PARAM", "ts must be a non-negative integer of milliseconds")
+		}
+		var forward bool
+		switch q.Get("dir") {
+		case "f":
+			forward = true
+		case "b":
+		default:
+			return Errorf(http.StatusBadRequest, "M_INVALID_PARAM", "dir must be f or b")
+		}
+		id, eventTS, err := h.TimestampToEvent(r.Context(), in.Origin, pathVar(r, "roomId"), ts, forward)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"event_id": id, "origin_server_ts": eventTS})
+		return nil
+	}
+}
+
+// TimestampToEvent asks server for the event of roomID closest to ts
+// (GET /timestamp_to_event), at or after it when forward.
+func (c *Client) TimestampToEvent(ctx context.Context, server, roomID string, ts int64, forward bool) (eventID string, eventTS int64, err error) {
+	dir := "b"
+	if forward {
+		dir = "f"
+	}
+	raw, err := c.Do(ctx, Request{
+		Method: http.MethodGet, Destination: server, Path: roomPath("/_matrix/federation/v1/timestamp_to_event", roomID),
+		Query: url.Values{"ts": {strconv.FormatInt(ts, 10)}, "dir": {dir}},
+	})
+	if err != nil {
+		return "", 0, err
+	}
+	var body struct {
+		EventID        string `json:"event_id"`
+		OriginServerTS int64  `json:"origin_server_ts"`
+	}
+	if err := json.Unmarshal(raw, &body); err != nil {
+		return "", 0, fmt.Errorf("timestamp_to_event from %s: %w", server, err)
+	}
+	if body.EventID == "" {
+		return "", 0, fmt.Errorf("timestamp_to_event from %s: event_id is missing", server)
+	}
+	return body.EventID, body.OriginServerTS, nil
 }
 
 // rawEvents wraps event JSON for encoding without re-parsing.

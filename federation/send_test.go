@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"maps"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -472,9 +473,38 @@ func verifyReads(t *testing.T, w *inboundWorld, at *rooms.Event) {
 		t.Fatalf("get_missing_events between adjacent events returned %d events", len(missing))
 	}
 
+	// timestamp_to_event finds an event on the right side of the time, one
+	// that the remote can then fetch.
+	for _, forward := range []bool{true, false} {
+		id, ts, err := c.TimestampToEvent(ctx, ferry, rr.roomID, at.OriginServerTS(), forward)
+		if err != nil {
+			t.Fatalf("timestamp_to_event forward=%v: %v", forward, err)
+		}
+		if forward && ts < at.OriginServerTS() || !forward && ts > at.OriginServerTS() {
+			t.Fatalf("timestamp_to_event forward=%v from %d gave an event at %d", forward, at.OriginServerTS(), ts)
+		}
+		raw, err := c.Event(ctx, ferry, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev := parse(raw); ev.OriginServerTS() != ts {
+			t.Fatalf("timestamp_to_event said %d, the event says %d", ts, ev.OriginServerTS())
+		}
+	}
+	var herr *HTTPError
+	_, _, err = c.TimestampToEvent(ctx, ferry, rr.roomID, 1<<52, true)
+	if !errors.As(err, &herr) || herr.Status != 404 || herr.ErrCode != "M_NOT_FOUND" {
+		t.Fatalf("timestamp_to_event past the end: %v, want 404 M_NOT_FOUND", err)
+	}
+	_, err = c.Do(ctx, Request{Method: "GET", Destination: ferry,
+		Path:  roomPath("/_matrix/federation/v1/timestamp_to_event", rr.roomID),
+		Query: url.Values{"ts": {"12"}, "dir": {"sideways"}}})
+	if !errors.As(err, &herr) || herr.Status != 400 {
+		t.Fatalf("timestamp_to_event with a bad dir: %v, want 400", err)
+	}
+
 	// Unknown events and rooms.
 	_, err = c.Event(ctx, ferry, "$unknown")
-	var herr *HTTPError
 	if !errors.As(err, &herr) || herr.Status != 404 {
 		t.Fatalf("unknown event: %v, want 404", err)
 	}

@@ -299,3 +299,20 @@ func (e *Engine) TransactionResponse(ctx context.Context, origin, txnID string) 
 func (e *Engine) StoreTransactionResponse(ctx context.Context, origin, txnID string, response []byte) error {
 	return e.Store.StoreTxnResponse(ctx, origin, txnID, response)
 }
+
+// TimestampToEvent answers GET /timestamp_to_event: the timeline event of
+// roomID closest to ts (milliseconds) in the direction asked, for a server
+// in the room.
+func (e *Engine) TimestampToEvent(ctx context.Context, origin, roomID string, ts int64, forward bool) (string, int64, error) {
+	if err := e.checkServerInRoom(ctx, origin, roomID); err != nil {
+		return "", 0, err
+	}
+	id, eventTS, err := e.Store.EventNearTimestamp(ctx, roomID, ts, forward)
+	if errors.Is(err, store.ErrNotFound) {
+		return "", 0, notFound("no event in %s near %d in that direction", roomID, ts)
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("timestamp to event: %w", err)
+	}
+	return id, eventTS, nil
+}

@@ -364,3 +364,30 @@ func (db *DB) Redact(ctx context.Context, eventID string) error {
 	}
 	return nil
 }
+
+// EventNearTimestamp answers /timestamp_to_event: the room's timeline
+// event (not an outlier, rejected or soft-failed) closest to ts in the
+// given direction, at or after ts when forward, at or before it otherwise.
+// Ties go to the event stored first (forward) or last (backward). No such
+// event is ErrNotFound.
+func (db *DB) EventNearTimestamp(ctx context.Context, roomID string, ts int64, forward bool) (eventID string, eventTS int64, err error) {
+	query := db.d.eventAtOrBeforeTS
+	if forward {
+		query = db.d.eventAtOrAfterTS
+	}
+	err = db.read(ctx, func(t *txn) error {
+		room, err := db.roomNID(t, roomID)
+		if err != nil {
+			return err
+		}
+		err = t.queryRow(query, room, ts).Scan(&eventID, &eventTS)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("no event near %d in room %s: %w", ts, roomID, ErrNotFound)
+		}
+		return err
+	})
+	if err != nil {
+		return "", 0, fmt.Errorf("store: event near timestamp: %w", err)
+	}
+	return eventID, eventTS, nil
+}

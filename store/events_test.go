@@ -435,3 +435,38 @@ func fakeID(seed string) string {
 	h := sha256.Sum256([]byte(seed))
 	return "$" + rooms.EncodeBase64URL(h[:])
 }
+
+func TestEventNearTimestamp(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := storetest.Open(t)
+	r := newTestRoom(t, "clock")
+	evs := r.genesis()
+	for i := range 5 {
+		evs = append(evs, r.message(fmt.Sprint(i)))
+	}
+	persist(t, db, linear(evs...))
+	mid := evs[6]
+	for _, forward := range []bool{true, false} {
+		id, ts, err := db.EventNearTimestamp(ctx, r.id, mid.OriginServerTS(), forward)
+		if err != nil || id != mid.EventID() || ts != mid.OriginServerTS() {
+			t.Fatalf("forward=%v at %d: %s %d %v, want %s", forward, mid.OriginServerTS(), id, ts, err, mid.EventID())
+		}
+	}
+	first, last := evs[0], evs[len(evs)-1]
+	if id, _, err := db.EventNearTimestamp(ctx, r.id, 0, true); err != nil || id != first.EventID() {
+		t.Fatalf("forward from 0: %s %v, want the create event", id, err)
+	}
+	if id, _, err := db.EventNearTimestamp(ctx, r.id, last.OriginServerTS()+1000, false); err != nil || id != last.EventID() {
+		t.Fatalf("backward from the future: %s %v, want the last event", id, err)
+	}
+	if _, _, err := db.EventNearTimestamp(ctx, r.id, last.OriginServerTS()+1, true); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("forward past the end: %v, want ErrNotFound", err)
+	}
+	if _, _, err := db.EventNearTimestamp(ctx, r.id, first.OriginServerTS()-1, false); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("backward before the start: %v, want ErrNotFound", err)
+	}
+	if _, _, err := db.EventNearTimestamp(ctx, "!nowhere:a.test", 0, true); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown room: %v, want ErrNotFound", err)
+	}
+}

@@ -51,6 +51,7 @@ type dialect struct {
 	stateEntry                                     string
 	currentState, currentStateEvent                string
 	deleteCurrentState, joinedServers, members     string
+	eventAtOrAfterTS, eventAtOrBeforeTS            string
 
 	// users, aliases, keys
 	putUser, userByID, allUsers                          string
@@ -237,6 +238,13 @@ var sqliteDialect = &dialect{
 		JOIN state_keys sk ON sk.state_key_nid = cs.state_key_nid
 		JOIN events e ON e.event_nid = cs.event_nid
 		WHERE cs.room_nid = ? AND sk.type = 'm.room.member' AND e.membership = 'join' ORDER BY 1`,
+	// Timeline events only: not outliers, rejected or soft-failed.
+	eventAtOrAfterTS: `SELECT event_id, origin_server_ts FROM events
+		WHERE room_nid = ? AND origin_server_ts >= ? AND outlier = 0 AND rejected_reason IS NULL AND soft_failed = 0 AND json IS NOT NULL
+		ORDER BY origin_server_ts ASC, event_nid ASC LIMIT 1`,
+	eventAtOrBeforeTS: `SELECT event_id, origin_server_ts FROM events
+		WHERE room_nid = ? AND origin_server_ts <= ? AND outlier = 0 AND rejected_reason IS NULL AND soft_failed = 0 AND json IS NOT NULL
+		ORDER BY origin_server_ts DESC, event_nid DESC LIMIT 1`,
 	members: `SELECT sk.state_key FROM current_state cs
 		JOIN state_keys sk ON sk.state_key_nid = cs.state_key_nid
 		JOIN events e ON e.event_nid = cs.event_nid

@@ -41,6 +41,9 @@ CREATE TABLE events (
     redacted            INTEGER NOT NULL DEFAULT 0  -- 1: a redaction was applied to json
 );
 
+-- /timestamp_to_event: the room's events by time.
+CREATE INDEX events_by_room_ts ON events (room_nid, origin_server_ts);
+
 -- Edges. Both directions are indexed: forwards for auth chains and
 -- /get_missing_events, backwards for extremity upkeep.
 CREATE TABLE event_prev (
