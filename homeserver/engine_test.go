@@ -305,14 +305,23 @@ func TestEngine_EDUs(t *testing.T) {
 		"missing fields":         {remote, "m.typing", []byte(`{"room_id":"!x:hs.test"}`), "required"},
 		"receipt of a stranger":  {remote, "m.receipt", []byte(fmt.Sprintf(`{%q:{"m.read":{"@carol:remote.test":{"event_ids":[]}}}}`, roomID)), "not joined"},
 		"not JSON":               {remote, "m.typing", []byte(`{`), "JSON"},
+		"presence of a stranger": {remote, "m.presence", []byte(`{"push":[{"user_id":"@alice:hs.test","presence":"online"}]}`), "not a user of"},
+		"unknown presence":       {remote, "m.presence", []byte(`{"push":[{"user_id":"@bob:remote.test","presence":"asleep"}]}`), "not online"},
+		"presence without push":  {remote, "m.presence", []byte(`{}`), "push must be an array"},
 	} {
 		err := e.ReceiveEDU(ctx, c.origin, c.typ, c.content)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want an error containing %q", name, err, c.want)
 		}
 	}
-	if err := e.ReceiveEDU(ctx, remote, "m.presence", []byte(`{"push":[]}`)); err != nil {
-		t.Fatalf("other EDU types are ignored without error: %v", err)
+	for _, typ := range []string{"m.device_list_update", "m.signing_key_update", "m.direct_to_device", "org.example.custom"} {
+		if err := e.ReceiveEDU(ctx, remote, typ, []byte(`{}`)); err != nil {
+			t.Fatalf("%s is accepted without error: %v", typ, err)
+		}
+	}
+	presence := `{"push":[{"user_id":"@bob:remote.test","presence":"online","last_active_ago":5,"currently_active":true,"extra":1}]}`
+	if err := e.ReceiveEDU(ctx, remote, "m.presence", []byte(presence)); err != nil {
+		t.Fatal(err)
 	}
 	log, err := e.Store.ReadHostLog(ctx, 0, 100)
 	if err != nil {
@@ -324,8 +333,9 @@ func TestEngine_EDUs(t *testing.T) {
 			edus = append(edus, string(r.Payload))
 		}
 	}
-	if len(edus) != 1 || !strings.Contains(edus[0], `"type":"m.typing"`) {
-		t.Fatalf("host log EDUs %q, want bob's typing only", edus)
+	wantPresence := `{"content":{"push":[{"currently_active":true,"last_active_ago":5,"presence":"online","user_id":"@bob:remote.test"}]},"type":"m.presence"}`
+	if len(edus) != 2 || !strings.Contains(edus[0], `"type":"m.typing"`) || edus[1] != wantPresence {
+		t.Fatalf("host log EDUs %q, want bob's typing and his presence (without unknown fields)", edus)
 	}
 }
 
