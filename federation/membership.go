@@ -28,15 +28,51 @@ type MembershipHandler interface {
 	SendJoin(ctx context.Context, origin, roomID, eventID string, event []byte) (state, authChain [][]byte, join []byte, serversInRoom []string, err error)
 }
 
-// membershipRoutes registers make_join and send_join when the room
-// handler answers them.
+// LeaveHandler is the room engine's side of make_leave and send_leave;
+// errors as for MembershipHandler.
+type LeaveHandler interface {
+	// MakeLeave returns the room's version and an unsigned leave template
+	// for userID, a user of origin who may leave.
+	MakeLeave(ctx context.Context, origin, roomID, userID string) (roomVersion string, template []byte, err error)
+	// SendLeave accepts the signed leave of a user of origin.
+	SendLeave(ctx context.Context, origin, roomID, eventID string, event []byte) error
+}
+
+// InviteHandler is the room engine's side of PUT /v2/invite; errors as
+// for MembershipHandler.
+type InviteHandler interface {
+	// ReceiveInvite checks an invite of one of our users sent by a user of
+	// origin, with the room state offered to the invitee (full PDUs), and
+	// returns the event with our signature added.
+	ReceiveInvite(ctx context.Context, origin, roomID, eventID, roomVersion string, event []byte, inviteRoomState [][]byte) ([]byte, error)
+}
+
+// membershipRoutes registers the membership handshakes the room handler
+// answers: make_join and send_join, make_leave and send_leave, invite.
 func (s *Server) membershipRoutes(r *mux.Router) {
-	h, ok := s.Rooms.(MembershipHandler)
-	if !ok {
-		return
+	if h, ok := s.Rooms.(MembershipHandler); ok {
+		r.Handle("/_matrix/federation/v1/make_join/{roomId}/{userId}", s.handle(s.authed(handleMakeJoin(h)))).Methods(http.MethodGet)
+		r.Handle("/_matrix/federation/v2/send_join/{roomId}/{eventId}", s.handle(s.authed(handleSendJoin(h)))).Methods(http.MethodPut)
 	}
-	r.Handle("/_matrix/federation/v1/make_join/{roomId}/{userId}", s.handle(s.authed(handleMakeJoin(h)))).Methods(http.MethodGet)
-	r.Handle("/_matrix/federation/v2/send_join/{roomId}/{eventId}", s.handle(s.authed(handleSendJoin(h)))).Methods(http.MethodPut)
+	if h, ok := s.Rooms.(LeaveHandler); ok {
+		r.Handle("/_matrix/federation/v1/make_leave/{roomId}/{userId}", s.handle(s.authed(handleMakeLeave(h)))).Methods(http.MethodGet)
+		r.Handle("/_matrix/federation/v2/send_leave/{roomId}/{eventId}", s.handle(s.authed(handleSendLeave(h)))).Methods(http.MethodPut)
+	}
+	if h, ok := s.Rooms.(InviteHandler); ok {
+		r.Handle("/_matrix/federation/v2/invite/{roomId}/{eventId}", s.handle(s.authed(handleInvite(h)))).Methods(http.MethodPut)
+	}
+}
+
+// checkUserOfOrigin refuses a handshake for a user of another server.
+func checkUserOfOrigin(userID, origin string) error {
+	server, err := serverOfID(userID, '@')
+	if err != nil {
+		return Errorf(http.StatusBadRequest, "M_INVALID_PARAM", "user ID: %v", err)
+	}
+	if server != origin {
+		return Errorf(http.StatusForbidden, "M_FORBIDDEN", "user %s is not a user of %s", userID, origin)
+	}
+	return nil
 }
 
 // incompatibleVersion turns an engine error naming an unsupported room
@@ -56,12 +92,8 @@ func incompatibleVersion(err error) error {
 func handleMakeJoin(h MembershipHandler) authedHandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request, in *Incoming) error {
 		roomID, userID := pathVar(r, "roomId"), pathVar(r, "userId")
-		server, err := serverOfID(userID, '@')
-		if err != nil {
-			return Errorf(http.StatusBadRequest, "M_INVALID_PARAM", "user ID: %v", err)
-		}
-		if server != in.Origin {
-			return Errorf(http.StatusForbidden, "M_FORBIDDEN", "user %s is not a user of %s", userID, in.Origin)
+		if err := checkUserOfOrigin(userID, in.Origin); err != nil {
+			return err
 		}
 		versions := r.URL.Query()["ver"]
 		if len(versions) == 0 {
@@ -116,21 +148,7 @@ func (c *Client) MakeJoin(ctx context.Context, server, roomID, userID string, ve
 	if err != nil {
 		return "", nil, err
 	}
-	var body struct {
-		RoomVersion *string         `json:"room_version"`
-		Event       json.RawMessage `json:"event"`
-	}
-	if err := json.Unmarshal(raw, &body); err != nil {
-		return "", nil, fmt.Errorf("make_join from %s: %w", server, err)
-	}
-	if len(body.Event) == 0 || body.Event[0] != '{' {
-		return "", nil, fmt.Errorf("make_join from %s: the answer has no event object", server)
-	}
-	version := "1"
-	if body.RoomVersion != nil {
-		version = *body.RoomVersion
-	}
-	return version, body.Event, nil
+	return templateAnswer(raw, "make_join", server)
 }
 
 // SendJoin sends a signed join to server (PUT /v2/send_join) and returns
@@ -161,4 +179,133 @@ func (c *Client) SendJoin(ctx context.Context, server, roomID, eventID string, e
 		join = body.Event
 	}
 	return state, authChain, join, nil
+}
+
+// handleMakeLeave answers GET /v1/make_leave/{roomId}/{userId}.
+func handleMakeLeave(h LeaveHandler) authedHandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, in *Incoming) error {
+		roomID, userID := pathVar(r, "roomId"), pathVar(r, "userId")
+		if err := checkUserOfOrigin(userID, in.Origin); err != nil {
+			return err
+		}
+		version, template, err := h.MakeLeave(r.Context(), in.Origin, roomID, userID)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"room_version": version, "event": json.RawMessage(template)})
+		return nil
+	}
+}
+
+// handleSendLeave answers PUT /v2/send_leave/{roomId}/{eventId} with {}.
+func handleSendLeave(h LeaveHandler) authedHandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, in *Incoming) error {
+		if len(in.Body) == 0 {
+			return Errorf(http.StatusBadRequest, "M_NOT_JSON", "the body must be the leave event")
+		}
+		if err := h.SendLeave(r.Context(), in.Origin, pathVar(r, "roomId"), pathVar(r, "eventId"), in.Body); err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, map[string]any{})
+		return nil
+	}
+}
+
+// inviteBody is the body of PUT /v2/invite.
+type inviteBody struct {
+	RoomVersion     string            `json:"room_version"`
+	Event           json.RawMessage   `json:"event"`
+	InviteRoomState []json.RawMessage `json:"invite_room_state"`
+}
+
+// handleInvite answers PUT /v2/invite/{roomId}/{eventId} with the event
+// countersigned.
+func handleInvite(h InviteHandler) authedHandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, in *Incoming) error {
+		var body inviteBody
+		if err := json.Unmarshal(in.Body, &body); err != nil {
+			return Errorf(http.StatusBadRequest, "M_BAD_JSON", "invite body: %v", err)
+		}
+		if body.RoomVersion == "" || len(body.Event) == 0 {
+			return Errorf(http.StatusBadRequest, "M_MISSING_PARAM", "room_version and event are required")
+		}
+		state := make([][]byte, len(body.InviteRoomState))
+		for i, ev := range body.InviteRoomState {
+			state[i] = ev
+		}
+		signed, err := h.ReceiveInvite(r.Context(), in.Origin, pathVar(r, "roomId"), pathVar(r, "eventId"), body.RoomVersion, body.Event, state)
+		if err != nil {
+			return incompatibleVersion(err)
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"event": json.RawMessage(signed)})
+		return nil
+	}
+}
+
+// MakeLeave asks server for a leave template for userID (GET
+// /v1/make_leave) and returns the room version and the template's JSON.
+func (c *Client) MakeLeave(ctx context.Context, server, roomID, userID string) (string, []byte, error) {
+	raw, err := c.Do(ctx, Request{
+		Method: http.MethodGet, Destination: server, Path: roomPath("/_matrix/federation/v1/make_leave", roomID, userID),
+		MaxResponseBytes: maxQueryResponseBytes,
+	})
+	if err != nil {
+		return "", nil, err
+	}
+	return templateAnswer(raw, "make_leave", server)
+}
+
+// templateAnswer decodes a make_join or make_leave answer.
+func templateAnswer(raw []byte, what, server string) (string, []byte, error) {
+	var body struct {
+		RoomVersion *string         `json:"room_version"`
+		Event       json.RawMessage `json:"event"`
+	}
+	if err := json.Unmarshal(raw, &body); err != nil {
+		return "", nil, fmt.Errorf("%s from %s: %w", what, server, err)
+	}
+	if len(body.Event) == 0 || body.Event[0] != '{' {
+		return "", nil, fmt.Errorf("%s from %s: the answer has no event object", what, server)
+	}
+	version := "1"
+	if body.RoomVersion != nil {
+		version = *body.RoomVersion
+	}
+	return version, body.Event, nil
+}
+
+// SendLeave sends a signed leave to server (PUT /v2/send_leave).
+func (c *Client) SendLeave(ctx context.Context, server, roomID, eventID string, event []byte) error {
+	_, err := c.Do(ctx, Request{
+		Method: http.MethodPut, Destination: server, Path: roomPath("/_matrix/federation/v2/send_leave", roomID, eventID),
+		Body: json.RawMessage(event), MaxResponseBytes: maxQueryResponseBytes,
+	})
+	return err
+}
+
+// SendInvite sends an invite to the invitee's server (PUT /v2/invite)
+// with the room state offered to the invitee, and returns the event the
+// server countersigned.
+func (c *Client) SendInvite(ctx context.Context, server, roomID, eventID, roomVersion string, event []byte, inviteRoomState [][]byte) ([]byte, error) {
+	state := make([]json.RawMessage, len(inviteRoomState))
+	for i, ev := range inviteRoomState {
+		state[i] = ev
+	}
+	raw, err := c.Do(ctx, Request{
+		Method: http.MethodPut, Destination: server, Path: roomPath("/_matrix/federation/v2/invite", roomID, eventID),
+		Body: inviteBody{RoomVersion: roomVersion, Event: event, InviteRoomState: state}, MaxResponseBytes: maxQueryResponseBytes,
+	})
+	if err != nil {
+		return nil, err
+	}
+	var body struct {
+		Event json.RawMessage `json:"event"`
+	}
+	if err := json.Unmarshal(raw, &body); err != nil {
+		return nil, fmt.Errorf("invite to %s: %w", server, err)
+	}
+	if len(body.Event) == 0 || body.Event[0] != '{' {
+		return nil, fmt.Errorf("invite to %s: the answer has no event object", server)
+	}
+	return body.Event, nil
 }

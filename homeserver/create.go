@@ -201,6 +201,17 @@ func (e *Engine) SendEvent(ctx context.Context, roomID string, le LocalEvent) (*
 	if err := rooms.CheckAuth(ev, current); err != nil {
 		return nil, forbidden("send event: %v", err)
 	}
+	if err := e.commitLocal(ctx, h, roomID, ev, current); err != nil {
+		return nil, fmt.Errorf("send event: %w", err)
+	}
+	return ev, nil
+}
+
+// commitLocal persists a local event built on the room's head h (locked)
+// and authorised by current, queues it for the other servers in the room,
+// logs it for the host and moves the head.
+func (e *Engine) commitLocal(ctx context.Context, h *roomHead, roomID string, ev *rooms.Event, current map[rooms.StateTuple]*rooms.Event) error {
+	extremities := ev.PrevEvents()
 	// The state before a local event is the current state: the state
 	// after the only extremity, or the resolution of several.
 	before := &store.StateRef{AfterEvent: extremities[0]}
@@ -209,7 +220,7 @@ func (e *Engine) SendEvent(ctx context.Context, roomID string, le LocalEvent) (*
 	}
 	servers, err := e.Store.JoinedServers(ctx, roomID)
 	if err != nil {
-		return nil, fmt.Errorf("send event: %w", err)
+		return err
 	}
 	var dests []string
 	for _, s := range servers {
@@ -223,13 +234,10 @@ func (e *Engine) SendEvent(ctx context.Context, roomID string, le LocalEvent) (*
 		HostLog:      []store.HostLogEntry{{Kind: store.HostEvent, RoomID: roomID, EventID: ev.EventID()}},
 	}
 	if err := e.persist(ctx, batch); err != nil {
-		return nil, fmt.Errorf("send event: %w", err)
+		return err
 	}
 	e.accepted(ctx, h, roomID, withEvent(h.current, ev))
-	if err := e.applyRedaction(ctx, ev, current); err != nil {
-		return nil, fmt.Errorf("send event: %w", err)
-	}
-	return ev, nil
+	return e.applyRedaction(ctx, ev, current)
 }
 
 // applyRedaction redacts the target of an accepted redaction when the

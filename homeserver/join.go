@@ -85,7 +85,7 @@ func (e *Engine) joinVia(ctx context.Context, joiner Joiner, server, roomID, use
 	if err != nil {
 		return nil, fmt.Errorf("make_join: the room's version is not supported here: %w", err)
 	}
-	t, err := joinTemplate(rawTemplate, roomID, userID)
+	t, err := memberTemplate(rawTemplate, roomID, userID, "join")
 	if err != nil {
 		return nil, fmt.Errorf("make_join: %w", err)
 	}
@@ -120,10 +120,10 @@ func (e *Engine) joinVia(ctx context.Context, joiner Joiner, server, roomID, use
 	return join, nil
 }
 
-// joinTemplate checks a make_join template (room, sender, state key, type,
-// membership) and returns it as a template to sign; origin_server_ts is
-// left for the caller.
-func joinTemplate(raw []byte, roomID, userID string) (rooms.EventTemplate, error) {
+// memberTemplate checks a make_join or make_leave template (room, sender,
+// state key, type, membership) and returns it as a template to sign;
+// origin_server_ts is left for the caller.
+func memberTemplate(raw []byte, roomID, userID, membership string) (rooms.EventTemplate, error) {
 	tree, err := rooms.ParseJSON(raw)
 	if err != nil {
 		return rooms.EventTemplate{}, fmt.Errorf("template: %w", err)
@@ -143,8 +143,8 @@ func joinTemplate(raw []byte, roomID, userID string) (rooms.EventTemplate, error
 		return rooms.EventTemplate{}, fmt.Errorf("template sender is %q, not %s", str("sender"), userID)
 	case !hasStateKey || stateKey != userID:
 		return rooms.EventTemplate{}, fmt.Errorf("template state key is %q, not %s", stateKey, userID)
-	case content == nil || content["membership"] != "join":
-		return rooms.EventTemplate{}, errors.New("template membership is not join")
+	case content == nil || content["membership"] != membership:
+		return rooms.EventTemplate{}, fmt.Errorf("template membership is not %s", membership)
 	}
 	depth, _ := obj["depth"].(int64)
 	ids := func(k string) ([]string, error) {

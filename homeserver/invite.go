@@ -1,0 +1,252 @@
+package homeserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/ferry-matrix/ferry/rooms"
+	"github.com/ferry-matrix/ferry/store"
+)
+
+// Inviter sends an invite to the invitee's server (PUT /v2/invite).
+// *federation.Client satisfies it; the engine uses it when its Remote does.
+type Inviter interface {
+	// SendInvite returns the event countersigned by server.
+	SendInvite(ctx context.Context, server, roomID, eventID, roomVersion string, event []byte, inviteRoomState [][]byte) ([]byte, error)
+}
+
+// inviteStateKeys are the state events offered to an invitee (besides the
+// inviter's membership): the create event, which the spec requires, and
+// what a client shows of a room.
+var inviteStateKeys = []rooms.StateTuple{
+	rooms.CreateTuple,
+	{Type: "m.room.join_rules"},
+	{Type: "m.room.name"},
+	{Type: "m.room.canonical_alias"},
+	{Type: "m.room.avatar"},
+	{Type: "m.room.encryption"},
+	{Type: "m.room.topic"},
+}
+
+// Invite invites invitee to a room we are in, as the local user sender.
+// A remote invitee's server countersigns the invite first (PUT
+// /v2/invite, with the create event and the room's descriptive state as
+// invite_room_state); the countersigned event is then sent into the room
+// like any local event. It returns the invite.
+func (e *Engine) Invite(ctx context.Context, roomID, sender, invitee string) (*rooms.Event, error) {
+	s, err := rooms.ParseUserID(sender)
+	if err != nil {
+		return nil, badRequest("invite: sender: %v", err)
+	}
+	if string(s.Server()) != e.ServerName {
+		return nil, badRequest("invite: sender %s is not a user of %s", sender, e.ServerName)
+	}
+	target, err := rooms.ParseUserID(invitee)
+	if err != nil {
+		return nil, badRequest("invite: invitee: %v", err)
+	}
+	// The room stays locked while the invitee's server answers, so the
+	// invite's prev events are still the room's extremities when it is
+	// committed.
+	unlock := e.lockRoom(roomID)
+	defer unlock()
+	h, err := e.head(ctx, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("invite: %w", err)
+	}
+	if h == nil {
+		return nil, notFound("invite: this server is not in room %s", roomID)
+	}
+	t, current, err := e.nextTemplate(ctx, h, roomID, rooms.EventTemplate{
+		Type: "m.room.member", StateKey: rooms.StringPtr(invitee), Sender: sender,
+		Content: map[string]any{"membership": "invite"},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("invite: %w", err)
+	}
+	ev, err := rooms.BuildEvent(h.v, t, e.Signer)
+	if err != nil {
+		return nil, badRequest("invite: %v", err)
+	}
+	if err := rooms.CheckAuth(ev, current); err != nil {
+		return nil, forbidden("invite: %v", err)
+	}
+	server := string(target.Server())
+	if server != e.ServerName {
+		if ev, err = e.countersignedInvite(ctx, h, roomID, server, ev); err != nil {
+			return nil, fmt.Errorf("invite: %w", err)
+		}
+	}
+	if err := e.commitLocal(ctx, h, roomID, ev, current); err != nil {
+		return nil, fmt.Errorf("invite: %w", err)
+	}
+	return ev, nil
+}
+
+// countersignedInvite asks the invitee's server to countersign ev and
+// checks the answer: the same event with a valid signature of that server.
+func (e *Engine) countersignedInvite(ctx context.Context, h *roomHead, roomID, server string, ev *rooms.Event) (*rooms.Event, error) {
+	inviter, ok := e.Remote.(Inviter)
+	if !ok {
+		return nil, errors.New("the engine has no remote that can send invites")
+	}
+	var state [][]byte
+	keys := append(slices.Clone(inviteStateKeys), rooms.StateTuple{Type: "m.room.member", StateKey: ev.Sender()})
+	for _, k := range keys {
+		id, ok := h.current[k]
+		if !ok {
+			continue
+		}
+		se, err := e.storedEvent(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("invite room state: %w", err)
+		}
+		state = append(state, se.Event.JSON())
+	}
+	raw, err := inviter.SendInvite(ctx, server, roomID, ev.EventID(), h.v.ID, ev.JSON(), state)
+	if err != nil {
+		return nil, err
+	}
+	signed, err := rooms.ParseEvent(h.v, raw)
+	if err != nil {
+		return nil, fmt.Errorf("countersigned invite from %s: %w", server, err)
+	}
+	if signed.EventID() != ev.EventID() {
+		return nil, fmt.Errorf("countersigned invite from %s is %s, not %s", server, signed.EventID(), ev.EventID())
+	}
+	if e.Keys == nil {
+		return nil, errors.New("no key source to verify signatures")
+	}
+	lookup := e.Keys.KeyLookup(ctx)
+	if err := rooms.VerifyEventSignatures(signed, lookup); err != nil {
+		return nil, fmt.Errorf("countersigned invite from %s: %w", server, err)
+	}
+	if err := verifyServerSignature(signed, server, lookup); err != nil {
+		return nil, fmt.Errorf("countersigned invite from %s: %w", server, err)
+	}
+	return signed, nil
+}
+
+// verifyServerSignature checks that ev carries a valid signature of
+// server under a key it had at the event's time.
+func verifyServerSignature(ev *rooms.Event, server string, lookup rooms.KeyLookup) error {
+	red := rooms.Redact(ev.Version(), ev.Object())
+	var failures []error
+	for keyID := range rooms.Signatures(red, server) {
+		if !rooms.IsEd25519KeyID(keyID) {
+			continue
+		}
+		pub, err := lookup.VerifyKey(server, keyID, ev.OriginServerTS())
+		if err != nil {
+			failures = append(failures, err)
+			continue
+		}
+		if err := rooms.VerifyJSONSignature(red, server, keyID, pub); err != nil {
+			return err
+		}
+		return nil
+	}
+	return fmt.Errorf("no valid signature of %s: %w", server, errors.Join(failures...))
+}
+
+// ReceiveInvite answers PUT /v2/invite: an invite of one of our users by
+// a user of origin into a room of roomVersion. The event (type, membership
+// invite, sender of origin, state key a user of ours, ID and room as in the
+// path, signatures, hashes) and the invite room state (full PDUs of the
+// room, its create event among them, signed) are checked; the event is
+// countersigned and, unless we are in the room (then it arrives again
+// through /send), kept as an outlier and appended to the host log as an
+// invite. It returns the countersigned event.
+func (e *Engine) ReceiveInvite(ctx context.Context, origin, roomID, eventID, roomVersion string, raw []byte, inviteRoomState [][]byte) ([]byte, error) {
+	v, err := rooms.LookupVersion(roomVersion)
+	if err != nil {
+		return nil, &IncompatibleVersionError{RoomID: roomID, Version: roomVersion}
+	}
+	ev, err := rooms.ParseEvent(v, raw)
+	if err != nil {
+		return nil, badRequest("invite: %v", err)
+	}
+	sk, _ := ev.StateKey()
+	switch {
+	case ev.EventID() != eventID:
+		return nil, badRequest("invite: the event's ID is %s, not %s", ev.EventID(), eventID)
+	case ev.RoomID() != roomID:
+		return nil, badRequest("invite: the event is of room %s, not %s", ev.RoomID(), roomID)
+	case ev.Type() != "m.room.member" || ev.Membership() != "invite":
+		return nil, badRequest("invite: the event is not an m.room.member invite")
+	case ev.SenderServer() != origin:
+		return nil, badRequest("invite: the sender %s is not a user of %s", ev.Sender(), origin)
+	case serverOf(sk) != e.ServerName:
+		return nil, badRequest("invite: the invitee %s is not a user of %s", sk, e.ServerName)
+	}
+	if e.Keys == nil {
+		return nil, errors.New("invite: no key source to verify signatures")
+	}
+	lookup := e.Keys.KeyLookup(ctx)
+	if err := rooms.VerifyEventSignatures(ev, lookup); err != nil {
+		return nil, badRequest("invite: %v", err)
+	}
+	if !ev.ContentHashValid() {
+		return nil, badRequest("invite: the event's content hash does not match")
+	}
+	if err := checkInviteRoomState(v, roomID, inviteRoomState, lookup); err != nil {
+		return nil, badRequest("invite: invite_room_state: %v", err)
+	}
+	obj := maps.Clone(ev.Object())
+	red := rooms.Redact(v, obj)
+	if err := rooms.SignJSON(red, e.Signer); err != nil {
+		return nil, fmt.Errorf("invite: countersign: %w", err)
+	}
+	obj["signatures"] = red["signatures"]
+	signed, err := rooms.NewEventFromObject(v, obj)
+	if err != nil {
+		return nil, fmt.Errorf("invite: countersign: %w", err)
+	}
+	unlock := e.lockRoom(roomID)
+	defer unlock()
+	_, in, err := e.roomVersion(ctx, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("invite: %w", err)
+	}
+	if in {
+		return signed.JSON(), nil
+	}
+	batch := store.Batch{
+		Events:     []store.NewEvent{{Event: signed, Outcome: store.Outlier}},
+		RoomStatus: store.RoomInvited,
+		HostLog:    []store.HostLogEntry{{Kind: store.HostInvite, RoomID: roomID, Payload: signed.JSON()}},
+	}
+	if err := e.persist(ctx, batch); err != nil {
+		return nil, fmt.Errorf("invite: %w", err)
+	}
+	e.Logger.Info().Str(fieldOrigin, origin).Str(fieldRoomID, roomID).Str("invitee", sk).Str(fieldEventID, eventID).Msg("invite received")
+	return signed.JSON(), nil
+}
+
+// checkInviteRoomState checks the room state offered with an invite: full
+// PDUs of the room, signed, among them the room's create event.
+func checkInviteRoomState(v rooms.Version, roomID string, state [][]byte, lookup rooms.KeyLookup) error {
+	var create *rooms.Event
+	for _, raw := range state {
+		ev, err := rooms.ParseEvent(v, raw)
+		if err != nil {
+			return err
+		}
+		if ev.Type() != "m.room.create" && ev.RoomID() != roomID {
+			return fmt.Errorf("event %s is of room %s", ev.EventID(), ev.RoomID())
+		}
+		if err := rooms.VerifyEventSignatures(ev, lookup); err != nil {
+			return err
+		}
+		if k, ok := rooms.StateTupleOf(ev); ok && k == rooms.CreateTuple {
+			create = ev
+		}
+	}
+	if create == nil {
+		return errors.New("the room's create event is missing")
+	}
+	return checkCreateNamesRoom(v, create, roomID)
+}
