@@ -309,3 +309,14 @@ func (c *Client) SendInvite(ctx context.Context, server, roomID, eventID, roomVe
 	}
 	return body.Event, nil
 }
+
+// ResolveRoomAlias asks the alias's server what it points to (GET
+// /query/directory) and returns the room ID and the servers to join
+// through; QueryDirectory in the shape the room engine asks for.
+func (c *Client) ResolveRoomAlias(ctx context.Context, alias string) (string, []string, error) {
+	entry, err := c.QueryDirectory(ctx, alias)
+	if err != nil {
+		return "", nil, err
+	}
+	return entry.RoomID, entry.Servers, nil
+}

@@ -23,6 +23,45 @@ type Joiner interface {
 	SendJoin(ctx context.Context, server, roomID, eventID string, event []byte) (state, authChain [][]byte, join []byte, err error)
 }
 
+// AliasResolver asks an alias's server what the alias points to (GET
+// /query/directory). *federation.Client satisfies it; the engine uses it
+// when its Remote does.
+type AliasResolver interface {
+	ResolveRoomAlias(ctx context.Context, alias string) (roomID string, servers []string, err error)
+}
+
+// JoinRoomByAlias resolves alias (ours from the store, another server's
+// through /query/directory) and joins userID to the room through the
+// servers it names, the alias's server first.
+func (e *Engine) JoinRoomByAlias(ctx context.Context, alias, userID string) (*rooms.Event, error) {
+	a, err := rooms.ParseRoomAlias(alias)
+	if err != nil {
+		return nil, badRequest("join: alias: %v", err)
+	}
+	aliasServer := string(a.Server())
+	var roomID string
+	var servers []string
+	if aliasServer == e.ServerName {
+		roomID, servers, err = e.ResolveAlias(ctx, alias)
+	} else {
+		resolver, ok := e.Remote.(AliasResolver)
+		if !ok {
+			return nil, errors.New("join: the engine has no remote that can resolve aliases")
+		}
+		roomID, servers, err = resolver.ResolveRoomAlias(ctx, alias)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("join %s: %w", alias, err)
+	}
+	via := []string{aliasServer}
+	for _, s := range servers {
+		if !slices.Contains(via, s) {
+			via = append(via, s)
+		}
+	}
+	return e.JoinRoom(ctx, roomID, userID, via)
+}
+
 // JoinRoom joins userID, a local user, to roomID. When this server is in
 // the room already the join is an ordinary local event; otherwise each
 // server of via is asked in turn (make_join with every version we support,

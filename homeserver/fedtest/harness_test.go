@@ -29,7 +29,10 @@ import (
 )
 
 // The federation client is what the engine joins rooms through.
-var _ homeserver.Joiner = (*federation.Client)(nil)
+var (
+	_ homeserver.Joiner        = (*federation.Client)(nil)
+	_ homeserver.AliasResolver = (*federation.Client)(nil)
+)
 
 // waitTimeout bounds every wait of the harness.
 const waitTimeout = 20 * time.Second

@@ -8,6 +8,7 @@ import (
 	"github.com/ferry-matrix/ferry/federation"
 	"github.com/ferry-matrix/ferry/homeserver"
 	"github.com/ferry-matrix/ferry/rooms"
+	"github.com/ferry-matrix/ferry/store"
 )
 
 // TestJoinRemoteRoom: server A creates a public room, a user of B joins it
@@ -77,6 +78,35 @@ func TestJoinRemoteRoom(t *testing.T) {
 				t.Fatal("C holds the room")
 			}
 		})
+	}
+}
+
+// TestJoinByAlias: a user of B joins A's room by A's alias, resolved over
+// /query/directory.
+func TestJoinByAlias(t *testing.T) {
+	t.Parallel()
+	nodes := startNodes(t, 2)
+	a, b := nodes[0], nodes[1]
+	ctx := testContext(t)
+	alice, bob := a.User("alice"), b.User("bob")
+	roomID, err := a.Engine.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: "12", Preset: homeserver.PresetPublicChat})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alias := "#harbour:" + a.Name
+	if err := a.DB.PutAlias(ctx, store.Alias{Alias: alias, RoomID: roomID, Creator: alice}); err != nil {
+		t.Fatal(err)
+	}
+	join, err := b.Engine.JoinRoomByAlias(ctx, alias, bob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if join.RoomID() != roomID {
+		t.Fatalf("joined %s, want %s", join.RoomID(), roomID)
+	}
+	requireSameState(t, roomID, a, b)
+	if _, err := b.Engine.JoinRoomByAlias(ctx, "#nowhere:"+a.Name, bob); err == nil {
+		t.Fatal("join by an unknown alias succeeded")
 	}
 }
 
