@@ -83,6 +83,12 @@ type Engine struct {
 	MissingEventsLimit int
 	MaxFetchedEvents   int
 	FetchTimeout       time.Duration
+	// OnQueued, when set, is called with the destinations items were
+	// queued for, after they are committed (Delivery.Notify).
+	OnQueued func(destinations []string)
+	// DestinationAllowed, when set, filters the servers events and EDUs
+	// are queued for (the federation allow / deny list).
+	DestinationAllowed func(server string) bool
 
 	locksMu sync.Mutex
 	locks   map[string]*roomLock

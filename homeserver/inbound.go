@@ -334,10 +334,14 @@ func (e *Engine) persist(ctx context.Context, b store.Batch) error {
 		ids = append(ids, ne.Event.EventID())
 	}
 	e.forget(ids...)
+	if err := e.filterDestinations(ctx, &b); err != nil {
+		return err
+	}
 	res, err := e.Store.PersistEvents(ctx, b)
 	if err != nil {
 		return err
 	}
+	e.queuedIn(b)
 	stored := make(map[string]bool, len(res.Stored))
 	for _, id := range res.Stored {
 		stored[id] = true
