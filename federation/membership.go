@@ -47,8 +47,22 @@ type InviteHandler interface {
 	ReceiveInvite(ctx context.Context, origin, roomID, eventID, roomVersion string, event []byte, inviteRoomState [][]byte) ([]byte, error)
 }
 
+// KnockHandler is the room engine's side of make_knock and send_knock;
+// errors as for MembershipHandler.
+type KnockHandler interface {
+	// MakeKnock returns the room's version and an unsigned knock
+	// template for userID, a user of origin, if the room's version is one
+	// of versions and the user may knock.
+	MakeKnock(ctx context.Context, origin, roomID, userID string, versions []string) (roomVersion string, template []byte, err error)
+	// SendKnock accepts the signed knock of a user of origin and returns
+	// the room state shown to knockers (full PDUs, the create event among
+	// them).
+	SendKnock(ctx context.Context, origin, roomID, eventID string, event []byte) (knockRoomState [][]byte, err error)
+}
+
 // membershipRoutes registers the membership handshakes the room handler
-// answers: make_join and send_join, make_leave and send_leave, invite.
+// answers: make_join and send_join, make_leave and send_leave, make_knock
+// and send_knock, invite.
 func (s *Server) membershipRoutes(r *mux.Router) {
 	if h, ok := s.Rooms.(MembershipHandler); ok {
 		r.Handle("/_matrix/federation/v1/make_join/{roomId}/{userId}", s.handle(s.authed(handleMakeJoin(h)))).Methods(http.MethodGet)
@@ -57,6 +71,10 @@ func (s *Server) membershipRoutes(r *mux.Router) {
 	if h, ok := s.Rooms.(LeaveHandler); ok {
 		r.Handle("/_matrix/federation/v1/make_leave/{roomId}/{userId}", s.handle(s.authed(handleMakeLeave(h)))).Methods(http.MethodGet)
 		r.Handle("/_matrix/federation/v2/send_leave/{roomId}/{eventId}", s.handle(s.authed(handleSendLeave(h)))).Methods(http.MethodPut)
+	}
+	if h, ok := s.Rooms.(KnockHandler); ok {
+		r.Handle("/_matrix/federation/v1/make_knock/{roomId}/{userId}", s.handle(s.authed(handleMakeKnock(h)))).Methods(http.MethodGet)
+		r.Handle("/_matrix/federation/v1/send_knock/{roomId}/{eventId}", s.handle(s.authed(handleSendKnock(h)))).Methods(http.MethodPut)
 	}
 	if h, ok := s.Rooms.(InviteHandler); ok {
 		r.Handle("/_matrix/federation/v2/invite/{roomId}/{eventId}", s.handle(s.authed(handleInvite(h)))).Methods(http.MethodPut)
@@ -319,4 +337,70 @@ func (c *Client) ResolveRoomAlias(ctx context.Context, alias string) (string, []
 		return "", nil, err
 	}
 	return entry.RoomID, entry.Servers, nil
+}
+
+// handleMakeKnock answers GET /v1/make_knock/{roomId}/{userId}?ver=...;
+// ver is required.
+func handleMakeKnock(h KnockHandler) authedHandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, in *Incoming) error {
+		roomID, userID := pathVar(r, "roomId"), pathVar(r, "userId")
+		if err := checkUserOfOrigin(userID, in.Origin); err != nil {
+			return err
+		}
+		versions := r.URL.Query()["ver"]
+		if len(versions) == 0 {
+			return Errorf(http.StatusBadRequest, "M_MISSING_PARAM", "ver is required")
+		}
+		version, template, err := h.MakeKnock(r.Context(), in.Origin, roomID, userID, versions)
+		if err != nil {
+			return incompatibleVersion(err)
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"room_version": version, "event": json.RawMessage(template)})
+		return nil
+	}
+}
+
+// handleSendKnock answers PUT /v1/send_knock/{roomId}/{eventId}.
+func handleSendKnock(h KnockHandler) authedHandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, in *Incoming) error {
+		if len(in.Body) == 0 {
+			return Errorf(http.StatusBadRequest, "M_NOT_JSON", "the body must be the knock event")
+		}
+		state, err := h.SendKnock(r.Context(), in.Origin, pathVar(r, "roomId"), pathVar(r, "eventId"), in.Body)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"knock_room_state": rawEvents(state)})
+		return nil
+	}
+}
+
+// MakeKnock asks server for a knock template for userID (GET
+// /v1/make_knock), offering versions.
+func (c *Client) MakeKnock(ctx context.Context, server, roomID, userID string, versions []string) (string, []byte, error) {
+	raw, err := c.Do(ctx, Request{
+		Method: http.MethodGet, Destination: server, Path: roomPath("/_matrix/federation/v1/make_knock", roomID, userID),
+		Query: url.Values{"ver": versions}, MaxResponseBytes: maxQueryResponseBytes,
+	})
+	if err != nil {
+		return "", nil, err
+	}
+	return templateAnswer(raw, "make_knock", server)
+}
+
+// SendKnock sends a signed knock to server (PUT /v1/send_knock) and
+// returns knock_room_state.
+func (c *Client) SendKnock(ctx context.Context, server, roomID, eventID string, event []byte) ([][]byte, error) {
+	raw, err := c.Do(ctx, Request{
+		Method: http.MethodPut, Destination: server, Path: roomPath("/_matrix/federation/v1/send_knock", roomID, eventID),
+		Body: json.RawMessage(event), MaxResponseBytes: maxQueryResponseBytes,
+	})
+	if err != nil {
+		return nil, err
+	}
+	state, err := eventList(raw, "knock_room_state")
+	if err != nil {
+		return nil, fmt.Errorf("send_knock from %s: %w", server, err)
+	}
+	return state, nil
 }

@@ -44,6 +44,14 @@ func (s *scriptedMembership) SendJoin(context.Context, string, string, string, [
 	return [][]byte{[]byte(`{"s":1}`)}, [][]byte{[]byte(`{"c":1}`), []byte(`{"c":2}`)}, []byte(`{"j":1}`), []string{"a.test"}, nil
 }
 
+func (s *scriptedMembership) MakeKnock(_ context.Context, _, _, _ string, versions []string) (string, []byte, error) {
+	return "12", []byte(`{"content":{"membership":"knock"}}`), nil
+}
+
+func (s *scriptedMembership) SendKnock(context.Context, string, string, string, []byte) ([][]byte, error) {
+	return [][]byte{[]byte(`{"create":1}`)}, nil
+}
+
 func (s *scriptedMembership) MakeLeave(context.Context, string, string, string) (string, []byte, error) {
 	return "10", []byte(`{"content":{"membership":"leave"}}`), nil
 }
@@ -125,6 +133,17 @@ func TestMembershipEndpoints(t *testing.T) {
 		t.Errorf("send_leave body %s", h.left)
 	}
 	h.mu.Unlock()
+
+	if version, _, err := joiner.client.MakeKnock(ctx, resident.name, roomID, user, []string{"12"}); err != nil || version != "12" {
+		t.Fatalf("make_knock: %s %v", version, err)
+	}
+	_, err = joiner.client.Do(ctx, Request{Method: http.MethodGet, Destination: resident.name, Path: roomPath("/_matrix/federation/v1/make_knock", roomID, user)})
+	if !errors.As(err, &he) || he.Status != http.StatusBadRequest || he.ErrCode != "M_MISSING_PARAM" {
+		t.Fatalf("make_knock without ver: %v", err)
+	}
+	if state, err := joiner.client.SendKnock(ctx, resident.name, roomID, "$knock", []byte(`{"k":1}`)); err != nil || len(state) != 1 {
+		t.Fatalf("send_knock: %d events, %v", len(state), err)
+	}
 
 	signed, err := joiner.client.SendInvite(ctx, resident.name, roomID, "$invite", "12", []byte(`{"i":1}`), [][]byte{[]byte(`{"create":1}`)})
 	if err != nil || string(signed) != `{"countersigned":true}` {

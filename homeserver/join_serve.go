@@ -29,45 +29,54 @@ func (e *IncompatibleVersionError) IncompatibleRoomVersion() string { return e.V
 // user may join by the current state. It returns the room version and the
 // template's JSON (unsigned, without hashes).
 func (e *Engine) MakeJoin(ctx context.Context, origin, roomID, userID string, versions []string) (string, []byte, error) {
+	return e.makeMember(ctx, origin, roomID, userID, "join", versions)
+}
+
+// makeMember builds the template of make_join, make_leave and make_knock:
+// a membership event for userID, a user of origin, following the room's
+// forward extremities, that the current state allows. versions, when not
+// nil, must hold the room's version.
+func (e *Engine) makeMember(ctx context.Context, origin, roomID, userID, membership string, versions []string) (string, []byte, error) {
+	what := "make_" + membership
 	user, err := rooms.ParseUserID(userID)
 	if err != nil {
-		return "", nil, badRequest("make_join: user: %v", err)
+		return "", nil, badRequest("%s: user: %v", what, err)
 	}
 	if string(user.Server()) != origin {
-		return "", nil, forbidden("make_join: %s is not a user of %s", userID, origin)
+		return "", nil, forbidden("%s: %s is not a user of %s", what, userID, origin)
 	}
 	unlock := e.lockRoom(roomID)
 	defer unlock()
 	h, err := e.head(ctx, roomID)
 	if err != nil {
-		return "", nil, fmt.Errorf("make_join: %w", err)
+		return "", nil, fmt.Errorf("%s: %w", what, err)
 	}
 	if h == nil {
-		return "", nil, notFound("make_join: room %s is not known here", roomID)
+		return "", nil, notFound("%s: room %s is not known here", what, roomID)
 	}
-	if !slices.Contains(versions, h.v.ID) {
+	if versions != nil && !slices.Contains(versions, h.v.ID) {
 		return "", nil, &IncompatibleVersionError{RoomID: roomID, Version: h.v.ID}
 	}
 	if ok, err := e.aclAllows(ctx, h.current, origin); err != nil {
-		return "", nil, fmt.Errorf("make_join: %w", err)
+		return "", nil, fmt.Errorf("%s: %w", what, err)
 	} else if !ok {
-		return "", nil, forbidden("make_join: server %s is denied by the room's server ACL", origin)
+		return "", nil, forbidden("%s: server %s is denied by the room's server ACL", what, origin)
 	}
 	t, current, err := e.nextTemplate(ctx, h, roomID, rooms.EventTemplate{
 		Type: "m.room.member", StateKey: rooms.StringPtr(userID), Sender: userID,
-		Content: map[string]any{"membership": "join"},
+		Content: map[string]any{"membership": membership},
 	})
 	if err != nil {
-		return "", nil, fmt.Errorf("make_join: %w", err)
+		return "", nil, fmt.Errorf("%s: %w", what, err)
 	}
-	// Judge the join as the joiner would send it; our signature on this
-	// trial copy plays no part in the rules.
+	// Judge the event as the requester would send it; our signature on
+	// this trial copy plays no part in the rules.
 	trial, err := rooms.BuildEvent(h.v, t, e.Signer)
 	if err != nil {
-		return "", nil, fmt.Errorf("make_join: %w", err)
+		return "", nil, fmt.Errorf("%s: %w", what, err)
 	}
 	if err := rooms.CheckAuth(trial, current); err != nil {
-		return "", nil, forbidden("make_join: %s may not join %s: %v", userID, roomID, err)
+		return "", nil, forbidden("%s: %s may not %s %s: %v", what, userID, membership, roomID, err)
 	}
 	obj := map[string]any{
 		"type": t.Type, "state_key": *t.StateKey, "sender": t.Sender, "room_id": roomID, "content": t.Content,
@@ -76,7 +85,7 @@ func (e *Engine) MakeJoin(ctx context.Context, origin, roomID, userID string, ve
 	}
 	raw, err := rooms.EncodeCanonical(obj)
 	if err != nil {
-		return "", nil, fmt.Errorf("make_join: %w", err)
+		return "", nil, fmt.Errorf("%s: %w", what, err)
 	}
 	return h.v.ID, raw, nil
 }

@@ -108,45 +108,7 @@ func (e *Engine) leaveVia(ctx context.Context, leaver Leaver, server, roomID, us
 // origin who may leave (is invited, joined or knocking) by the current
 // state.
 func (e *Engine) MakeLeave(ctx context.Context, origin, roomID, userID string) (string, []byte, error) {
-	user, err := rooms.ParseUserID(userID)
-	if err != nil {
-		return "", nil, badRequest("make_leave: user: %v", err)
-	}
-	if string(user.Server()) != origin {
-		return "", nil, forbidden("make_leave: %s is not a user of %s", userID, origin)
-	}
-	unlock := e.lockRoom(roomID)
-	defer unlock()
-	h, err := e.head(ctx, roomID)
-	if err != nil {
-		return "", nil, fmt.Errorf("make_leave: %w", err)
-	}
-	if h == nil {
-		return "", nil, notFound("make_leave: room %s is not known here", roomID)
-	}
-	t, current, err := e.nextTemplate(ctx, h, roomID, rooms.EventTemplate{
-		Type: "m.room.member", StateKey: rooms.StringPtr(userID), Sender: userID,
-		Content: map[string]any{"membership": "leave"},
-	})
-	if err != nil {
-		return "", nil, fmt.Errorf("make_leave: %w", err)
-	}
-	trial, err := rooms.BuildEvent(h.v, t, e.Signer)
-	if err != nil {
-		return "", nil, fmt.Errorf("make_leave: %w", err)
-	}
-	if err := rooms.CheckAuth(trial, current); err != nil {
-		return "", nil, forbidden("make_leave: %s may not leave %s: %v", userID, roomID, err)
-	}
-	raw, err := rooms.EncodeCanonical(map[string]any{
-		"type": t.Type, "state_key": userID, "sender": userID, "room_id": roomID, "content": t.Content,
-		"prev_events": t.PrevEvents, "auth_events": t.AuthEvents, "depth": t.Depth,
-		"origin_server_ts": t.OriginServerTS, "origin": e.ServerName,
-	})
-	if err != nil {
-		return "", nil, fmt.Errorf("make_leave: %w", err)
-	}
-	return h.v.ID, raw, nil
+	return e.makeMember(ctx, origin, roomID, userID, "leave", nil)
 }
 
 // SendLeave answers send_leave: it checks the signed leave of a user of

@@ -219,3 +219,58 @@ func mustVersion(t *testing.T, roomID string, n *node) rooms.Version {
 	}
 	return v
 }
+
+var _ homeserver.Knocker = (*federation.Client)(nil)
+
+// TestKnock: a user of B knocks on A's room (join rule knock), retracts
+// the knock (make_leave / send_leave), knocks again, is invited and
+// joins.
+func TestKnock(t *testing.T) {
+	t.Parallel()
+	for _, version := range []string{"10", "12"} {
+		t.Run("v"+version, func(t *testing.T) {
+			t.Parallel()
+			nodes := startNodes(t, 2)
+			a, b := nodes[0], nodes[1]
+			ctx := testContext(t)
+			alice, bob := a.User("alice"), b.User("bob")
+			roomID, err := a.Engine.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: version, Preset: homeserver.PresetPrivateChat})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Knocking on an invite-only room is refused.
+			if _, err := b.Engine.KnockRoom(ctx, roomID, bob, "", []string{a.Name}); err == nil {
+				t.Fatal("knock on an invite-only room succeeded")
+			}
+			a.SetState(t, roomID, alice, "m.room.join_rules", "", map[string]any{"join_rule": "knock"})
+
+			knock, err := b.Engine.KnockRoom(ctx, roomID, bob, "let me in", []string{a.Name})
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.WaitEvent(t, knock.EventID())
+			if m := a.membership(t, roomID, bob); m != "knock" {
+				t.Fatalf("A: bob's membership is %q", m)
+			}
+			requireRoomStatus(t, b, roomID, homeserver.RoomKnocked)
+
+			if _, err := b.Engine.LeaveRoom(ctx, roomID, bob, []string{a.Name}); err != nil {
+				t.Fatal(err)
+			}
+			if m := a.membership(t, roomID, bob); m != "leave" {
+				t.Fatalf("A: bob's membership after retracting is %q", m)
+			}
+
+			if _, err := b.Engine.KnockRoom(ctx, roomID, bob, "", []string{a.Name}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.Engine.Invite(ctx, roomID, alice, bob); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.Engine.JoinRoom(ctx, roomID, bob, []string{a.Name}); err != nil {
+				t.Fatal(err)
+			}
+			requireSameState(t, roomID, a, b)
+		})
+	}
+}
