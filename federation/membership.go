@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/gorilla/mux"
 )
@@ -94,12 +95,18 @@ func checkUserOfOrigin(userID, origin string) error {
 }
 
 // incompatibleVersion turns an engine error naming an unsupported room
-// version into the spec's 400 M_INCOMPATIBLE_ROOM_VERSION.
+// version into the spec's 400 M_INCOMPATIBLE_ROOM_VERSION, and a 400 with
+// its own Matrix error code (MatrixErrCode() string, such as
+// M_UNABLE_TO_GRANT_JOIN) into that code.
 func incompatibleVersion(err error) error {
 	var iv interface{ IncompatibleRoomVersion() string }
 	if errors.As(err, &iv) {
 		return &MatrixError{Status: http.StatusBadRequest, Code: "M_INCOMPATIBLE_ROOM_VERSION", Message: err.Error(),
 			Extra: map[string]any{"room_version": iv.IncompatibleRoomVersion()}}
+	}
+	var coded interface{ MatrixErrCode() string }
+	if errors.As(err, &coded) && strings.HasPrefix(coded.MatrixErrCode(), "M_") {
+		return &MatrixError{Status: http.StatusBadRequest, Code: coded.MatrixErrCode(), Message: err.Error()}
 	}
 	return err
 }

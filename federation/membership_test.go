@@ -168,3 +168,21 @@ func TestIncompatibleVersionAnswer(t *testing.T) {
 		t.Fatalf("%d %v", rec.Code, body)
 	}
 }
+
+type codedRefusal struct{}
+
+func (codedRefusal) Error() string         { return "nobody here may authorise the join" }
+func (codedRefusal) MatrixErrCode() string { return "M_UNABLE_TO_GRANT_JOIN" }
+
+// TestCodedRefusalAnswer: an engine error with its own Matrix code keeps it.
+func TestCodedRefusalAnswer(t *testing.T) {
+	rec := httptest.NewRecorder()
+	writeError(rec, httptest.NewRequest(http.MethodGet, "/", nil), incompatibleVersion(codedRefusal{}))
+	var body map[string]any
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Code != http.StatusBadRequest || body["errcode"] != "M_UNABLE_TO_GRANT_JOIN" {
+		t.Fatalf("%d %v", rec.Code, body)
+	}
+}

@@ -147,6 +147,12 @@ func (e *Engine) joinVia(ctx context.Context, joiner Joiner, server, roomID, use
 		if returned.EventID() != join.EventID() {
 			return nil, fmt.Errorf("send_join: the returned join is %s, not the %s we sent", returned.EventID(), join.EventID())
 		}
+		if e.Keys == nil {
+			return nil, errors.New("no key source to verify signatures")
+		}
+		if err := rooms.VerifyEventSignatures(returned, e.Keys.KeyLookup(ctx)); err != nil {
+			return nil, fmt.Errorf("send_join: the returned join: %w", err)
+		}
 		join = returned
 	}
 	checked, err := e.verifyJoinResponse(ctx, v, roomID, join, rawState, rawChain)

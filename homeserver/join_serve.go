@@ -62,9 +62,18 @@ func (e *Engine) makeMember(ctx context.Context, origin, roomID, userID, members
 	} else if !ok {
 		return "", nil, forbidden("%s: server %s is denied by the room's server ACL", what, origin)
 	}
+	content := map[string]any{"membership": membership}
+	if membership == "join" {
+		via, err := e.restrictedAuthoriser(ctx, h, roomID, userID)
+		if err != nil {
+			return "", nil, fmt.Errorf("%s: %w", what, err)
+		}
+		if via != "" {
+			content["join_authorised_via_users_server"] = via
+		}
+	}
 	t, current, err := e.nextTemplate(ctx, h, roomID, rooms.EventTemplate{
-		Type: "m.room.member", StateKey: rooms.StringPtr(userID), Sender: userID,
-		Content: map[string]any{"membership": membership},
+		Type: "m.room.member", StateKey: rooms.StringPtr(userID), Sender: userID, Content: content,
 	})
 	if err != nil {
 		return "", nil, fmt.Errorf("%s: %w", what, err)
@@ -143,6 +152,11 @@ func (e *Engine) SendJoin(ctx context.Context, origin, roomID, eventID string, r
 	}
 	if err := checkMembershipEvent(ev, origin, roomID, eventID, "join"); err != nil {
 		return nil, nil, nil, nil, err
+	}
+	// A restricted join one of our users authorises carries our
+	// signature too; it is added before the signatures are checked.
+	if ev, err = e.cosignRestrictedJoin(ev); err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("send_join: %w", err)
 	}
 	if e.Keys == nil {
 		return nil, nil, nil, nil, errors.New("send_join: no key source to verify signatures")

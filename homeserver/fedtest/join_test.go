@@ -295,3 +295,63 @@ func TestJoin_ResidentFansOut(t *testing.T) {
 	b.WaitEvent(t, fromC)
 	requireSameState(t, roomID, a, b, c)
 }
+
+// TestJoinRestrictedRoom: a room whose join rule admits the members of
+// another room. A user of B who is in that room joins through A, which
+// names one of its users as the authoriser and countersigns; a user who is
+// not is refused; a room allowing only a room A is not in cannot be
+// judged by A.
+func TestJoinRestrictedRoom(t *testing.T) {
+	t.Parallel()
+	for _, version := range []string{"10", "12"} {
+		t.Run("v"+version, func(t *testing.T) {
+			t.Parallel()
+			nodes := startNodes(t, 2)
+			a, b := nodes[0], nodes[1]
+			ctx := testContext(t)
+			alice, bob, dave := a.User("alice"), b.User("bob"), b.User("dave")
+			create := func(preset string) string {
+				id, err := a.Engine.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: version, Preset: preset})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return id
+			}
+			space := create(homeserver.PresetPublicChat)
+			restricted := create(homeserver.PresetPrivateChat)
+			a.SetState(t, restricted, alice, "m.room.join_rules", "", map[string]any{
+				"join_rule": "restricted", "allow": []any{map[string]any{"type": "m.room_membership", "room_id": space}},
+			})
+			elsewhere := create(homeserver.PresetPrivateChat)
+			a.SetState(t, elsewhere, alice, "m.room.join_rules", "", map[string]any{
+				"join_rule": "restricted", "allow": []any{map[string]any{"type": "m.room_membership", "room_id": "!unknown:" + b.Name}},
+			})
+
+			if _, err := b.Engine.JoinRoom(ctx, space, bob, []string{a.Name}); err != nil {
+				t.Fatal(err)
+			}
+			join, err := b.Engine.JoinRoom(ctx, restricted, bob, []string{a.Name})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if join.Content()["join_authorised_via_users_server"] != alice || len(rooms.Signatures(join.Object(), a.Name)) == 0 {
+				t.Fatalf("restricted join %s", join.JSON())
+			}
+			requireSameState(t, restricted, a, b)
+
+			wantCode := func(t *testing.T, err error, status int, code string) {
+				t.Helper()
+				var he *federation.HTTPError
+				if !errors.As(err, &he) || he.Status != status || he.ErrCode != code {
+					t.Fatalf("got %v, want %d %s", err, status, code)
+				}
+			}
+			// B is in the room now, so a join of dave through the engine
+			// would be local; ask A directly.
+			_, _, err = b.Client.MakeJoin(ctx, a.Name, restricted, dave, rooms.SupportedVersionIDs())
+			wantCode(t, err, http.StatusForbidden, "M_FORBIDDEN")
+			_, err = b.Engine.JoinRoom(ctx, elsewhere, bob, []string{a.Name})
+			wantCode(t, err, http.StatusBadRequest, "M_UNABLE_TO_AUTHORISE_JOIN")
+		})
+	}
+}
