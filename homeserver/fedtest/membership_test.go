@@ -274,3 +274,75 @@ func TestKnock(t *testing.T) {
 		})
 	}
 }
+
+// TestModerationAcrossServers: power levels, kick, ban and unban are
+// ordinary state events that both servers apply the same way.
+func TestModerationAcrossServers(t *testing.T) {
+	t.Parallel()
+	nodes := startNodes(t, 2)
+	a, b := nodes[0], nodes[1]
+	ctx := testContext(t)
+	alice, bob := a.User("alice"), b.User("bob")
+	roomID, err := a.Engine.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: "12", Preset: homeserver.PresetPublicChat})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Engine.JoinRoom(ctx, roomID, bob, []string{a.Name}); err != nil {
+		t.Fatal(err)
+	}
+	topic := func(n *node, sender, text string) error {
+		_, err := n.Engine.SendEvent(ctx, roomID, homeserver.LocalEvent{Type: "m.room.topic", StateKey: rooms.StringPtr(""), Sender: sender, Content: map[string]any{"topic": text}})
+		return err
+	}
+	if err := topic(b, bob, "mine"); err == nil {
+		t.Fatal("bob set the topic without power")
+	}
+	// Power to bob.
+	pl := a.SetState(t, roomID, alice, "m.room.power_levels", "", map[string]any{"users": map[string]any{bob: 50}})
+	a.Flush(t)
+	b.WaitEvent(t, pl)
+	if err := topic(b, bob, "mine"); err != nil {
+		t.Fatal(err)
+	}
+	b.Flush(t)
+	requireSameState(t, roomID, a, b)
+
+	// Kick: bob can no longer speak.
+	kick := a.SetState(t, roomID, alice, "m.room.member", bob, map[string]any{"membership": "leave", "reason": "out"})
+	a.Flush(t)
+	b.WaitEvent(t, kick)
+	if _, err := b.Engine.SendEvent(ctx, roomID, homeserver.LocalEvent{Type: "m.room.message", Sender: bob, Content: map[string]any{"body": "hey"}}); err == nil {
+		t.Fatal("a kicked user spoke")
+	}
+	requireSameState(t, roomID, a, b)
+
+	// Ban: A no longer counts B in the room, so B learns of it only when
+	// it is back; the ban holds on A.
+	a.SetState(t, roomID, alice, "m.room.member", bob, map[string]any{"membership": "ban"})
+	if m := a.membership(t, roomID, bob); m != "ban" {
+		t.Fatalf("A: bob's membership is %q", m)
+	}
+	if _, _, err := b.Client.MakeJoin(ctx, a.Name, roomID, bob, rooms.SupportedVersionIDs()); err == nil {
+		t.Fatal("make_join for a banned user succeeded")
+	}
+	// Unban: bob may join again. B still holds the room, so the join is a
+	// local event on B's older branch; A accepts it, and B fills the gap
+	// (the ban and the unban) when A's next event arrives.
+	a.SetState(t, roomID, alice, "m.room.member", bob, map[string]any{"membership": "leave"})
+	if _, _, err := b.Client.MakeJoin(ctx, a.Name, roomID, bob, rooms.SupportedVersionIDs()); err != nil {
+		t.Fatalf("make_join after the unban: %v", err)
+	}
+	rejoin, err := b.Engine.JoinRoom(ctx, roomID, bob, []string{a.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Flush(t)
+	a.WaitEvent(t, rejoin.EventID())
+	if m := a.membership(t, roomID, bob); m != "join" {
+		t.Fatalf("A: bob's membership after rejoining is %q", m)
+	}
+	welcome := a.Say(t, roomID, alice, "welcome back")
+	a.Flush(t)
+	b.WaitEvent(t, welcome)
+	requireSameState(t, roomID, a, b)
+}
