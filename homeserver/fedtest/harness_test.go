@@ -14,6 +14,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -32,6 +33,7 @@ import (
 var (
 	_ homeserver.Joiner        = (*federation.Client)(nil)
 	_ homeserver.AliasResolver = (*federation.Client)(nil)
+	_ homeserver.Transport     = clientTransport{}
 )
 
 // waitTimeout bounds every wait of the harness.
@@ -57,8 +59,14 @@ func testLogger(t *testing.T, name string) zerolog.Logger {
 	return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel).With().Str("server", name).Logger()
 }
 
-// startNode starts one server; it stops when the test ends.
-func startNode(t *testing.T) *node {
+// startNode starts one server; it stops when the test ends. Its queued
+// events wait for Flush.
+func startNode(t *testing.T) *node { return startNodeWith(t, false) }
+
+// startNodeWith starts one server; with delivering, the engine's outbound
+// delivery (homeserver.Delivery) sends what it queues, and Flush is not
+// needed (nor to be used).
+func startNodeWith(t *testing.T, delivering bool) *node {
 	t.Helper()
 	ctx := context.Background()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -106,6 +114,15 @@ func startNode(t *testing.T) *node {
 		Remote:     client,
 		Logger:     log.With().Str("component", "engine").Logger(),
 	}
+	if delivering {
+		d := &homeserver.Delivery{ServerName: name, Store: db, Transport: clientTransport{client}, Logger: log.With().Str("component", "delivery").Logger()}
+		if err := d.Start(context.Background()); err != nil {
+			ln.Close()
+			t.Fatal(err)
+		}
+		t.Cleanup(d.Close)
+		engine.OnQueued = func(dests []string) { d.Notify(dests...) }
+	}
 	fed := federation.NewServer(name, own)
 	fed.KeyRing = ring
 	fed.Rooms = engine
@@ -136,7 +153,7 @@ func startNode(t *testing.T) *node {
 	return &node{Name: name, Own: own, DB: db, Client: client, Ring: ring, Engine: engine, Fed: fed}
 }
 
-// startNodes starts n servers.
+// startNodes starts n servers whose queued events wait for Flush.
 func startNodes(t *testing.T, n int) []*node {
 	t.Helper()
 	out := make([]*node, n)
@@ -144,6 +161,44 @@ func startNodes(t *testing.T, n int) []*node {
 		out[i] = startNode(t)
 	}
 	return out
+}
+
+// startDeliveringNodes starts n servers that deliver what they queue
+// themselves.
+func startDeliveringNodes(t *testing.T, n int) []*node {
+	t.Helper()
+	out := make([]*node, n)
+	for i := range out {
+		out[i] = startNodeWith(t, true)
+	}
+	return out
+}
+
+// clientTransport sends the delivery's transactions with the federation
+// client, body as given.
+type clientTransport struct{ c *federation.Client }
+
+func (ct clientTransport) SendTransactionBody(ctx context.Context, destination, txnID string, body []byte) (map[string]string, error) {
+	raw, err := ct.c.Do(ctx, federation.Request{
+		Method: http.MethodPut, Destination: destination,
+		Path: "/_matrix/federation/v1/send/" + url.PathEscape(txnID), Body: json.RawMessage(body),
+	})
+	if err != nil {
+		return nil, err
+	}
+	var answer struct {
+		PDUs map[string]struct {
+			Error string `json:"error"`
+		} `json:"pdus"`
+	}
+	if err := json.Unmarshal(raw, &answer); err != nil {
+		return nil, fmt.Errorf("send to %s: answer: %w", destination, err)
+	}
+	out := make(map[string]string, len(answer.PDUs))
+	for id, r := range answer.PDUs {
+		out[id] = r.Error
+	}
+	return out, nil
 }
 
 // User returns the ID of a user of the server.

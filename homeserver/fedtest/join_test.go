@@ -81,6 +81,38 @@ func TestJoinRemoteRoom(t *testing.T) {
 	}
 }
 
+// TestJoinRemoteRoom_Delivering: the same exchange with each server's own
+// outbound delivery sending what it queues: nothing is pushed by the test.
+func TestJoinRemoteRoom_Delivering(t *testing.T) {
+	t.Parallel()
+	nodes := startDeliveringNodes(t, 3)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	ctx := testContext(t)
+	alice, bob, carol := a.User("alice"), b.User("bob"), c.User("carol")
+	roomID, err := a.Engine.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: "12", Preset: homeserver.PresetPublicChat})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Engine.JoinRoom(ctx, roomID, bob, []string{a.Name}); err != nil {
+		t.Fatal(err)
+	}
+	carolJoin, err := c.Engine.JoinRoom(ctx, roomID, carol, []string{a.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.WaitEvent(t, carolJoin.EventID())
+	hello := a.Say(t, roomID, alice, "hello")
+	reply := b.Say(t, roomID, bob, "hi")
+	last := c.Say(t, roomID, carol, "hey")
+	for _, n := range nodes {
+		n.WaitEvent(t, hello)
+		n.WaitEvent(t, reply)
+		n.WaitEvent(t, last)
+	}
+	// Every server has every message and the same state.
+	requireSameState(t, roomID, a, b, c)
+}
+
 // TestJoinByAlias: a user of B joins A's room by A's alias, resolved over
 // /query/directory.
 func TestJoinByAlias(t *testing.T) {
