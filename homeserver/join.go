@@ -85,8 +85,17 @@ func (e *Engine) JoinRoom(ctx context.Context, roomID, userID string, via []stri
 		return nil, fmt.Errorf("join %s: %w", roomID, err)
 	}
 	if in {
-		return e.SendEvent(ctx, roomID, LocalEvent{Type: "m.room.member", StateKey: rooms.StringPtr(userID), Sender: userID,
-			Content: map[string]any{"membership": "join"}})
+		content, err := e.localJoinContent(ctx, roomID, userID)
+		var refusal *JoinRefusal
+		switch {
+		case err == nil:
+			return e.SendEvent(ctx, roomID, LocalEvent{Type: "m.room.member", StateKey: rooms.StringPtr(userID), Sender: userID, Content: content})
+		case !errors.As(err, &refusal):
+			return nil, fmt.Errorf("join %s: %w", roomID, err)
+		}
+		// A restricted room none of our users may authorise joins of:
+		// a resident that can does the handshake, as for a remote room.
+		e.Logger.Info().Str(fieldRoomID, roomID).Str("user", userID).Str("reason", refusal.Message).Msg("restricted join: asking a resident to authorise it")
 	}
 	joiner, ok := e.Remote.(Joiner)
 	if !ok {
@@ -163,6 +172,31 @@ func (e *Engine) joinVia(ctx context.Context, joiner Joiner, server, roomID, use
 		return nil, err
 	}
 	return join, nil
+}
+
+// localJoinContent is the content of a join of a local user into a room we
+// are in: with join_authorised_via_users_server naming one of our users
+// when the room is restricted. A *JoinRefusal says none of our users may
+// authorise it.
+func (e *Engine) localJoinContent(ctx context.Context, roomID, userID string) (map[string]any, error) {
+	unlock := e.lockRoom(roomID)
+	defer unlock()
+	h, err := e.head(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	content := map[string]any{"membership": "join"}
+	if h == nil {
+		return content, nil
+	}
+	via, err := e.restrictedAuthoriser(ctx, h, roomID, userID)
+	if err != nil {
+		return nil, err
+	}
+	if via != "" {
+		content["join_authorised_via_users_server"] = via
+	}
+	return content, nil
 }
 
 // memberTemplate checks a make_join or make_leave template (room, sender,
@@ -443,6 +477,17 @@ func (e *Engine) persistJoin(ctx context.Context, roomID, via string, join *room
 	batch.CurrentState = &store.StateRef{AfterEvent: join.EventID()}
 	batch.RoomStatus = store.RoomJoined
 	batch.HostLog = []store.HostLogEntry{{Kind: store.HostEvent, RoomID: roomID, EventID: join.EventID()}}
+	if _, in, err := e.roomVersion(ctx, roomID); err != nil {
+		return fmt.Errorf("join %s: %w", roomID, err)
+	} else if in {
+		// We hold the room: the join goes through the inbound pipeline
+		// like any event of it (the resident sends it to us too).
+		res := e.ReceivePDUs(ctx, via, [][]byte{join.JSON()})
+		if err := res[join.EventID()]; err != nil {
+			return fmt.Errorf("join %s: the resident accepted the join but this server did not: %w", roomID, err)
+		}
+		return nil
+	}
 	unlock := e.lockRoom(roomID)
 	defer unlock()
 	if _, in, err := e.roomVersion(ctx, roomID); err != nil {

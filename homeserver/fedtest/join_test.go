@@ -384,6 +384,31 @@ func TestJoinRestrictedRoom(t *testing.T) {
 			wantCode(t, err, http.StatusForbidden, "M_FORBIDDEN")
 			_, err = b.Engine.JoinRoom(ctx, elsewhere, bob, []string{a.Name})
 			wantCode(t, err, http.StatusBadRequest, "M_UNABLE_TO_AUTHORISE_JOIN")
+
+			// Once in the space, dave joins too: B holds the room but none
+			// of its users may invite, hence authorise joins, so A does.
+			pl := map[string]any{"invite": 50}
+			if version == "10" {
+				pl["users"] = map[string]any{alice: 100}
+			}
+			a.SetState(t, restricted, alice, "m.room.power_levels", "", pl)
+			if _, err := b.Engine.JoinRoom(ctx, space, dave, []string{a.Name}); err != nil {
+				t.Fatal(err)
+			}
+			a.Flush(t)
+			b.Flush(t)
+			daveJoin, err := b.Engine.JoinRoom(ctx, restricted, dave, []string{a.Name})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if daveJoin.Content()["join_authorised_via_users_server"] != alice {
+				t.Fatalf("dave's join %s", daveJoin.JSON())
+			}
+			if m := b.membership(t, restricted, dave); m != "join" {
+				t.Fatalf("B: dave's membership is %q", m)
+			}
+			a.Flush(t)
+			requireSameState(t, restricted, a, b)
 		})
 	}
 }
