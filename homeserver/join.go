@@ -338,36 +338,55 @@ func (e *Engine) verifyJoinResponse(ctx context.Context, v rooms.Version, roomID
 	if err := checkCreateNamesRoom(v, create, roomID); err != nil {
 		return nil, err
 	}
-	// Auth every event against its auth events, dependencies first.
+	// Auth every event against its auth events, dependencies first
+	// (iteratively: the chain's depth is the remote server's choice).
+	isRejected := func(x string) bool { _, r := js.rejected[x]; return r }
 	const (
-		pending = iota
-		visiting
+		visiting = iota + 1
 		done
 	)
 	mark := map[string]int{}
-	var visit func(id string, depth int) error
-	visit = func(id string, depth int) error {
-		ev := js.events[id]
-		if ev == nil || mark[id] == done {
-			return nil
-		}
-		if mark[id] == visiting || depth > len(js.events) {
-			return fmt.Errorf("event %s is part of an auth_events cycle", id)
-		}
-		mark[id] = visiting
-		var authEvs []*rooms.Event
-		for _, a := range ev.AuthEvents() {
-			if err := visit(a, depth+1); err != nil {
-				return err
+	type frame struct {
+		id   string
+		next int // index of the next auth event to look at
+	}
+	authInOrder := func(root string) error {
+		stack := []frame{{id: root}}
+		for len(stack) > 0 {
+			top := len(stack) - 1
+			id := stack[top].id
+			ev := js.events[id]
+			if stack[top].next == 0 {
+				if ev == nil || mark[id] == done {
+					stack = stack[:top]
+					continue
+				}
+				mark[id] = visiting
 			}
-			if ae := js.events[a]; ae != nil {
-				authEvs = append(authEvs, ae)
+			auth := ev.AuthEvents()
+			if i := stack[top].next; i < len(auth) {
+				stack[top].next++
+				a := auth[i]
+				switch {
+				case js.events[a] == nil || mark[a] == done:
+				case mark[a] == visiting:
+					return fmt.Errorf("event %s is part of an auth_events cycle", a)
+				default:
+					stack = append(stack, frame{id: a})
+				}
+				continue
 			}
-		}
-		mark[id] = done
-		isRejected := func(x string) bool { _, r := js.rejected[x]; return r }
-		if err := rooms.CheckAuthEvents(ev, authEvs, create, isRejected); err != nil {
-			js.rejected[id] = "auth events: " + err.Error()
+			var authEvs []*rooms.Event
+			for _, a := range auth {
+				if ae := js.events[a]; ae != nil {
+					authEvs = append(authEvs, ae)
+				}
+			}
+			if err := rooms.CheckAuthEvents(ev, authEvs, create, isRejected); err != nil {
+				js.rejected[id] = "auth events: " + err.Error()
+			}
+			mark[id] = done
+			stack = stack[:top]
 		}
 		return nil
 	}
@@ -377,7 +396,7 @@ func (e *Engine) verifyJoinResponse(ctx context.Context, v rooms.Version, roomID
 	}
 	slices.Sort(ids)
 	for _, id := range ids {
-		if err := visit(id, 0); err != nil {
+		if err := authInOrder(id); err != nil {
 			return nil, err
 		}
 	}
@@ -399,7 +418,6 @@ func (e *Engine) verifyJoinResponse(ctx context.Context, v rooms.Version, roomID
 		}
 		joinAuth = append(joinAuth, ae)
 	}
-	isRejected := func(x string) bool { _, r := js.rejected[x]; return r }
 	if err := rooms.CheckAuthEvents(join, joinAuth, create, isRejected); err != nil {
 		return nil, fmt.Errorf("the join fails auth against its auth events: %w", err)
 	}

@@ -1,8 +1,10 @@
 package fedtest
 
 import (
+	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/ferry-matrix/ferry/federation"
@@ -411,4 +413,97 @@ func TestJoinRestrictedRoom(t *testing.T) {
 			requireSameState(t, restricted, a, b)
 		})
 	}
+}
+
+// tamperingJoiner is a federation client whose send_join answers are
+// altered on the way in, as a lying or broken resident would send them.
+type tamperingJoiner struct {
+	*federation.Client
+	tamper func(state, chain [][]byte) ([][]byte, [][]byte)
+}
+
+func (tj tamperingJoiner) SendJoin(ctx context.Context, server, roomID, eventID string, event []byte) ([][]byte, [][]byte, []byte, error) {
+	state, chain, join, err := tj.Client.SendJoin(ctx, server, roomID, eventID, event)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	state, chain = tj.tamper(state, chain)
+	return state, chain, join, nil
+}
+
+// TestJoin_BadSendJoinAnswer: a send_join answer that does not verify is
+// not persisted, and the error says why.
+func TestJoin_BadSendJoinAnswer(t *testing.T) {
+	t.Parallel()
+	nodes := startNodes(t, 2)
+	a, b := nodes[0], nodes[1]
+	ctx := testContext(t)
+	alice, bob := a.User("alice"), b.User("bob")
+	roomID, err := a.Engine.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: "12", Preset: homeserver.PresetPublicChat})
+	if err != nil {
+		t.Fatal(err)
+	}
+	typeOf := func(raw []byte) string {
+		tree, err := rooms.ParseJSON(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		typ, _ := tree.(map[string]any)["type"].(string)
+		return typ
+	}
+	without := func(evs [][]byte, typ string) [][]byte {
+		var out [][]byte
+		for _, ev := range evs {
+			if typeOf(ev) != typ {
+				out = append(out, ev)
+			}
+		}
+		return out
+	}
+	cases := []struct {
+		name   string
+		tamper func(state, chain [][]byte) ([][]byte, [][]byte)
+		want   string
+	}{
+		{"no create event", func(s, c [][]byte) ([][]byte, [][]byte) {
+			return without(s, "m.room.create"), without(c, "m.room.create")
+		}, "no create event"},
+		{"no power levels", func(s, c [][]byte) ([][]byte, [][]byte) {
+			return without(s, "m.room.power_levels"), without(c, "m.room.power_levels")
+		}, "fails auth"},
+		{"altered join rules", func(s, c [][]byte) ([][]byte, [][]byte) {
+			alter := func(evs [][]byte) [][]byte {
+				out := make([][]byte, len(evs))
+				for i, ev := range evs {
+					out[i] = ev
+					if typeOf(ev) == "m.room.join_rules" {
+						out[i] = []byte(strings.Replace(string(ev), `"join_rule":"public"`, `"join_rule":"invite"`, 1))
+					}
+				}
+				return out
+			}
+			return alter(s), alter(c)
+		}, "signature"},
+		{"not JSON", func(s, c [][]byte) ([][]byte, [][]byte) {
+			return append(s, []byte(`{"type":`)), c
+		}, "state event"},
+	}
+	for _, tc := range cases {
+		eng := &homeserver.Engine{
+			ServerName: b.Name, Signer: b.Engine.Signer, Store: b.DB, Keys: b.Ring,
+			Remote: tamperingJoiner{Client: b.Client, tamper: tc.tamper}, Logger: testLogger(t, b.Name),
+		}
+		_, err := eng.JoinRoom(ctx, roomID, bob, []string{a.Name})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error about %q", tc.name, err, tc.want)
+		}
+		if _, err := b.DB.Room(ctx, roomID); err == nil {
+			t.Fatalf("%s: B holds the room", tc.name)
+		}
+	}
+	// The honest answer still works.
+	if _, err := b.Engine.JoinRoom(ctx, roomID, bob, []string{a.Name}); err != nil {
+		t.Fatal(err)
+	}
+	requireSameState(t, roomID, a, b)
 }
