@@ -253,6 +253,23 @@ func TestServeJoin_BadInputs(t *testing.T) {
 		_, _, _, err := b.Client.SendJoin(ctx, a.Name, roomID, ev.EventID(), ev.JSON())
 		wantStatus(t, err, http.StatusForbidden, "M_FORBIDDEN")
 	})
+	t.Run("send_leave of a join", func(t *testing.T) {
+		ev := build(t, func(*rooms.EventTemplate) {})
+		err := b.Client.SendLeave(ctx, a.Name, roomID, ev.EventID(), ev.JSON())
+		wantStatus(t, err, http.StatusBadRequest, "M_INVALID_PARAM")
+	})
+	t.Run("make_leave unknown room", func(t *testing.T) {
+		_, _, err := b.Client.MakeLeave(ctx, a.Name, "!nothere:"+a.Name, bob)
+		wantStatus(t, err, http.StatusNotFound, "M_NOT_FOUND")
+	})
+	t.Run("make_leave of a stranger", func(t *testing.T) {
+		_, _, err := b.Client.MakeLeave(ctx, a.Name, roomID, bob)
+		wantStatus(t, err, http.StatusForbidden, "M_FORBIDDEN")
+	})
+	t.Run("make_knock on a public room", func(t *testing.T) {
+		_, _, err := b.Client.MakeKnock(ctx, a.Name, roomID, bob, rooms.SupportedVersionIDs())
+		wantStatus(t, err, http.StatusForbidden, "M_FORBIDDEN")
+	})
 	t.Run("send_join accepted", func(t *testing.T) {
 		ev := build(t, func(*rooms.EventTemplate) {})
 		state, chain, join, err := b.Client.SendJoin(ctx, a.Name, roomID, ev.EventID(), ev.JSON())
