@@ -62,12 +62,14 @@ func (e *Engine) JoinRoomByAlias(ctx context.Context, alias, userID string) (*ro
 	return e.JoinRoom(ctx, roomID, userID, via)
 }
 
-// JoinRoom joins userID, a local user, to roomID. When this server is in
-// the room already the join is an ordinary local event; otherwise each
+// JoinRoom joins userID, a local user, to roomID. When this server has a
+// joined member in the room the join is an ordinary local event (with one
+// of our users as authoriser in a restricted room); otherwise each
 // server of via is asked in turn (make_join with every version we support,
 // send_join v2) until one answers with a state that verifies and
 // authorises the join, which is then persisted in one transaction: the
-// room is live. Servers that fail are skipped and the reason logged; the
+// room is live (a room we hold already takes the join in through the
+// inbound pipeline, fetching what it missed). Servers that fail are skipped and the reason logged; the
 // error lists every reason when none succeeds. It returns the join event.
 func (e *Engine) JoinRoom(ctx context.Context, roomID, userID string, via []string) (*rooms.Event, error) {
 	user, err := rooms.ParseUserID(userID)
@@ -85,17 +87,28 @@ func (e *Engine) JoinRoom(ctx context.Context, roomID, userID string, via []stri
 		return nil, fmt.Errorf("join %s: %w", roomID, err)
 	}
 	if in {
-		content, err := e.localJoinContent(ctx, roomID, userID)
-		var refusal *JoinRefusal
-		switch {
-		case err == nil:
-			return e.SendEvent(ctx, roomID, LocalEvent{Type: "m.room.member", StateKey: rooms.StringPtr(userID), Sender: userID, Content: content})
-		case !errors.As(err, &refusal):
+		servers, err := e.Store.JoinedServers(ctx, roomID)
+		if err != nil {
 			return nil, fmt.Errorf("join %s: %w", roomID, err)
 		}
-		// A restricted room none of our users may authorise joins of:
-		// a resident that can does the handshake, as for a remote room.
-		e.Logger.Info().Str(fieldRoomID, roomID).Str("user", userID).Str("reason", refusal.Message).Msg("restricted join: asking a resident to authorise it")
+		if slices.Contains(servers, e.ServerName) {
+			content, err := e.localJoinContent(ctx, roomID, userID)
+			var refusal *JoinRefusal
+			switch {
+			case err == nil:
+				return e.SendEvent(ctx, roomID, LocalEvent{Type: "m.room.member", StateKey: rooms.StringPtr(userID), Sender: userID, Content: content})
+			case !errors.As(err, &refusal):
+				return nil, fmt.Errorf("join %s: %w", roomID, err)
+			}
+			// A restricted room none of our users may authorise joins
+			// of: a resident that can does the handshake.
+			e.Logger.Info().Str(fieldRoomID, roomID).Str("user", userID).Str("reason", refusal.Message).Msg("restricted join: asking a resident to authorise it")
+		} else if len(via) == 0 {
+			// None of our users is in the room any more, so our copy may
+			// be stale: a resident does the handshake, one of those our
+			// copy names when the caller names none.
+			via = servers
+		}
 	}
 	joiner, ok := e.Remote.(Joiner)
 	if !ok {

@@ -325,9 +325,9 @@ func TestModerationAcrossServers(t *testing.T) {
 	if _, _, err := b.Client.MakeJoin(ctx, a.Name, roomID, bob, rooms.SupportedVersionIDs()); err == nil {
 		t.Fatal("make_join for a banned user succeeded")
 	}
-	// Unban: bob may join again. B still holds the room, so the join is a
-	// local event on B's older branch; A accepts it, and B fills the gap
-	// (the ban and the unban) when A's next event arrives.
+	// Unban: bob may join again. B still holds the room but none of its
+	// users is in it, so the join goes through A (make_join, send_join)
+	// and B takes it in, fetching the ban and the unban it missed.
 	a.SetState(t, roomID, alice, "m.room.member", bob, map[string]any{"membership": "leave"})
 	if _, _, err := b.Client.MakeJoin(ctx, a.Name, roomID, bob, rooms.SupportedVersionIDs()); err != nil {
 		t.Fatalf("make_join after the unban: %v", err)
