@@ -157,9 +157,9 @@ func verifyServerSignature(ev *rooms.Event, server string, lookup rooms.KeyLooku
 // invite, sender of origin, state key a user of ours, ID and room as in the
 // path, signatures, hashes) and the invite room state (full PDUs of the
 // room, its create event among them, signed) are checked; the event is
-// countersigned and, unless we are in the room (then it arrives again
-// through /send), kept as an outlier and appended to the host log as an
-// invite. It returns the countersigned event.
+// countersigned and, unless one of our users is in the room (then it
+// arrives again through /send), kept as an outlier, the room marked
+// invited, and appended to the host log as an invite. It returns the countersigned event.
 func (e *Engine) ReceiveInvite(ctx context.Context, origin, roomID, eventID, roomVersion string, raw []byte, inviteRoomState [][]byte) ([]byte, error) {
 	v, err := rooms.LookupVersion(roomVersion)
 	if err != nil {
@@ -207,11 +207,11 @@ func (e *Engine) ReceiveInvite(ctx context.Context, origin, roomID, eventID, roo
 	}
 	unlock := e.lockRoom(roomID)
 	defer unlock()
-	_, in, err := e.roomVersion(ctx, roomID)
+	here, _, err := e.joinedHere(ctx, roomID)
 	if err != nil {
 		return nil, fmt.Errorf("invite: %w", err)
 	}
-	if in {
+	if here {
 		return signed.JSON(), nil
 	}
 	batch := store.Batch{

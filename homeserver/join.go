@@ -513,8 +513,7 @@ func (e *Engine) persistJoin(ctx context.Context, roomID, via string, join *room
 	} else if in {
 		// We hold the room: the join goes through the inbound pipeline
 		// like any event of it (the resident sends it to us too).
-		res := e.ReceivePDUs(ctx, via, [][]byte{join.JSON()})
-		if err := res[join.EventID()]; err != nil {
+		if err := e.takeIn(ctx, via, join); err != nil {
 			return fmt.Errorf("join %s: the resident accepted the join but this server did not: %w", roomID, err)
 		}
 		return nil
@@ -531,4 +530,26 @@ func (e *Engine) persistJoin(ctx context.Context, roomID, via string, join *room
 	}
 	e.dropHead(roomID)
 	return nil
+}
+
+// takeIn runs a membership event a resident accepted for one of our users
+// through our inbound pipeline, for a room we hold; origin is the
+// resident, which gaps are filled from.
+func (e *Engine) takeIn(ctx context.Context, origin string, ev *rooms.Event) error {
+	res := e.ReceivePDUs(ctx, origin, [][]byte{ev.JSON()})
+	return res[ev.EventID()]
+}
+
+// joinedHere reports whether we hold roomID with at least one of our
+// users joined, and the servers with joined members by our copy.
+func (e *Engine) joinedHere(ctx context.Context, roomID string) (bool, []string, error) {
+	_, in, err := e.roomVersion(ctx, roomID)
+	if err != nil || !in {
+		return false, nil, err
+	}
+	servers, err := e.Store.JoinedServers(ctx, roomID)
+	if err != nil {
+		return false, nil, err
+	}
+	return slices.Contains(servers, e.ServerName), servers, nil
 }

@@ -37,11 +37,16 @@ func (e *Engine) KnockRoom(ctx context.Context, roomID, userID, reason string, v
 	if string(user.Server()) != e.ServerName {
 		return nil, badRequest("knock: %s is not a user of %s", userID, e.ServerName)
 	}
-	_, in, err := e.roomVersion(ctx, roomID)
+	here, servers, err := e.joinedHere(ctx, roomID)
 	if err != nil {
 		return nil, fmt.Errorf("knock %s: %w", roomID, err)
 	}
-	if in {
+	if !here && len(via) == 0 {
+		// Our copy of a room we hold without joined members names the
+		// residents to ask.
+		via = servers
+	}
+	if here {
 		content := map[string]any{"membership": "knock"}
 		if reason != "" {
 			content["reason"] = reason
@@ -107,11 +112,21 @@ func (e *Engine) knockVia(ctx context.Context, knocker Knocker, server, roomID, 
 	if err := checkInviteRoomState(v, roomID, state, e.Keys.KeyLookup(ctx)); err != nil {
 		return nil, fmt.Errorf("send_knock: knock_room_state: %w", err)
 	}
+	if _, in, err := e.roomVersion(ctx, roomID); err != nil {
+		return nil, err
+	} else if in {
+		// We hold the room: the knock goes in like any of its events.
+		if err := e.takeIn(ctx, server, ev); err != nil {
+			e.Logger.Warn().Err(err).Str(fieldRoomID, roomID).Str(fieldEventID, ev.EventID()).Msg("the resident accepted the knock but this server did not")
+		}
+		return ev, nil
+	}
 	unlock := e.lockRoom(roomID)
 	defer unlock()
 	if _, in, err := e.roomVersion(ctx, roomID); err != nil {
 		return nil, err
 	} else if in {
+		// Joined meanwhile: the knock reaches us through the room.
 		return ev, nil
 	}
 	if err := e.persist(ctx, store.Batch{Events: []store.NewEvent{{Event: ev, Outcome: store.Outlier}}, RoomStatus: RoomKnocked}); err != nil {

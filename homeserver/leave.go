@@ -33,11 +33,16 @@ func (e *Engine) LeaveRoom(ctx context.Context, roomID, userID string, via []str
 	if string(user.Server()) != e.ServerName {
 		return nil, badRequest("leave: %s is not a user of %s", userID, e.ServerName)
 	}
-	_, in, err := e.roomVersion(ctx, roomID)
+	here, servers, err := e.joinedHere(ctx, roomID)
 	if err != nil {
 		return nil, fmt.Errorf("leave %s: %w", roomID, err)
 	}
-	if in {
+	if !here && len(via) == 0 {
+		// Our copy of a room we hold without joined members names the
+		// residents to ask.
+		via = servers
+	}
+	if here {
 		return e.SendEvent(ctx, roomID, LocalEvent{Type: "m.room.member", StateKey: rooms.StringPtr(userID), Sender: userID,
 			Content: map[string]any{"membership": "leave"}})
 	}
@@ -89,6 +94,15 @@ func (e *Engine) leaveVia(ctx context.Context, leaver Leaver, server, roomID, us
 	}
 	if err := leaver.SendLeave(ctx, server, roomID, ev.EventID(), ev.JSON()); err != nil {
 		return nil, fmt.Errorf("send_leave: %w", err)
+	}
+	if _, in, err := e.roomVersion(ctx, roomID); err != nil {
+		return nil, err
+	} else if in {
+		// We hold the room: the leave goes in like any of its events.
+		if err := e.takeIn(ctx, server, ev); err != nil {
+			e.Logger.Warn().Err(err).Str(fieldRoomID, roomID).Str(fieldEventID, ev.EventID()).Msg("the resident accepted the leave but this server did not")
+		}
+		return ev, nil
 	}
 	unlock := e.lockRoom(roomID)
 	defer unlock()

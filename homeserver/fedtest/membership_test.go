@@ -84,6 +84,21 @@ func TestInviteRejectJoinLeave(t *testing.T) {
 				t.Fatalf("A: bob's membership after leaving is %q", m)
 			}
 			requireSameState(t, roomID, a, b)
+
+			// B holds the room but has nobody in it: a new invite is news
+			// for its host, and rejecting it goes through A.
+			again, err := a.Engine.Invite(ctx, roomID, alice, bob)
+			if err != nil {
+				t.Fatal(err)
+			}
+			requireHostInvite(t, b, roomID, again.EventID())
+			requireRoomStatus(t, b, roomID, store.RoomInvited)
+			if _, err := b.Engine.LeaveRoom(ctx, roomID, bob, []string{a.Name}); err != nil {
+				t.Fatal(err)
+			}
+			if m := a.membership(t, roomID, bob); m != "leave" {
+				t.Fatalf("A: bob's membership after rejecting again is %q", m)
+			}
 		})
 	}
 }
