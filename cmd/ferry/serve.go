@@ -97,11 +97,27 @@ func serve(ctx context.Context, args []string, env config.LookupEnv, stderr io.W
 // instance is one running server: the wiring of every component, in the
 // order they depend on each other.
 type instance struct {
-	keys       *keys.Own
-	db         *store.DB
-	client     *federation.Client
-	engine     *homeserver.Engine
-	federation *federation.Server
+	keys     *keys.Own
+	db       *store.DB
+	client   *federation.Client
+	engine   *homeserver.Engine
+	delivery *homeserver.Delivery
+	// stopDelivery ends the lifetime of the delivery's senders.
+	stopDelivery context.CancelFunc
+	federation   *federation.Server
+}
+
+// seenRooms is the engine as the federation server's room handler, noting
+// every origin that sends a transaction as reachable, which ends its
+// outbound backoff.
+type seenRooms struct {
+	*homeserver.Engine
+	delivery *homeserver.Delivery
+}
+
+func (s seenRooms) TransactionResponse(ctx context.Context, origin, txnID string) ([]byte, bool, error) {
+	s.delivery.DestinationSeen(origin)
+	return s.Engine.TransactionResponse(ctx, origin, txnID)
 }
 
 // start builds and opens every component from cfg. On error, whatever was
@@ -158,27 +174,46 @@ func start(cfg *config.Config, logger zerolog.Logger) (*instance, error) {
 		return nil, err
 	}
 
-	engine := &homeserver.Engine{
+	policy := federation.ServerPolicy{Allow: cfg.Federation.Allow, Deny: cfg.Federation.Deny}
+	delivery := &homeserver.Delivery{
 		ServerName: cfg.ServerName,
-		Signer:     own.Signer(cfg.ServerName),
 		Store:      db,
-		Keys:       ring,
-		Remote:     client,
-		Logger:     logger.With().Str("component", "engine").Logger(),
+		Transport:  client,
+		Logger:     logger.With().Str("component", "delivery").Logger(),
+	}
+	engine := &homeserver.Engine{
+		ServerName:         cfg.ServerName,
+		Signer:             own.Signer(cfg.ServerName),
+		Store:              db,
+		Keys:               ring,
+		Remote:             client,
+		Logger:             logger.With().Str("component", "engine").Logger(),
+		OnQueued:           func(dests []string) { delivery.Notify(dests...) },
+		DestinationAllowed: policy.Allowed,
 	}
 
 	fed := federation.NewServer(cfg.ServerName, own)
 	fed.KeyRing = ring
-	fed.Policy = federation.ServerPolicy{Allow: cfg.Federation.Allow, Deny: cfg.Federation.Deny}
+	fed.Policy = policy
 	fed.MaxRequestBodyBytes = cfg.Federation.MaxRequestBodyBytes
-	fed.Rooms = engine
+	fed.Rooms = seenRooms{Engine: engine, delivery: delivery}
 	fed.Directory = engine
 	fed.Addr = cfg.Federation.Listen
 	fed.TLSConfig = tlsConfig
 	fed.WellKnownServer = cfg.Federation.WellKnownServer
 	fed.Version = versionString()
 	fed.Logger = logger.With().Str("component", "federation").Logger()
+	// The senders live as long as the server; Close ends them.
+	deliveryCtx, stopDelivery := context.WithCancel(context.Background())
+	if err := delivery.Start(deliveryCtx); err != nil {
+		stopDelivery()
+		client.Close()
+		db.Close()
+		return nil, err
+	}
 	if err := fed.Open(); err != nil {
+		stopDelivery()
+		delivery.Close()
 		client.Close()
 		db.Close()
 		return nil, err
@@ -191,12 +226,14 @@ func start(cfg *config.Config, logger zerolog.Logger) (*instance, error) {
 		Str("version", versionString()).
 		Str("default_room_version", cfg.Rooms.DefaultVersion).
 		Msg("federation listening")
-	return &instance{keys: own, db: db, client: client, engine: engine, federation: fed}, nil
+	return &instance{keys: own, db: db, client: client, engine: engine, delivery: delivery, stopDelivery: stopDelivery, federation: fed}, nil
 }
 
 // Close shuts the components down in the reverse order of start.
 func (i *instance) Close(ctx context.Context) error {
 	err := i.federation.Close(ctx)
+	i.stopDelivery()
+	i.delivery.Close()
 	i.client.Close()
 	if dbErr := i.db.Close(); dbErr != nil && err == nil {
 		err = fmt.Errorf("close database: %w", dbErr)
