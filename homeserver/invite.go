@@ -48,11 +48,13 @@ func (e *Engine) Invite(ctx context.Context, roomID, sender, invitee string) (*r
 	if err != nil {
 		return nil, badRequest("invite: invitee: %v", err)
 	}
-	// The room stays locked while the invitee's server answers, so the
-	// invite's prev events are still the room's extremities when it is
-	// committed.
 	unlock := e.lockRoom(roomID)
-	defer unlock()
+	locked := true
+	defer func() {
+		if locked {
+			unlock()
+		}
+	}()
 	h, err := e.head(ctx, roomID)
 	if err != nil {
 		return nil, fmt.Errorf("invite: %w", err)
@@ -76,8 +78,30 @@ func (e *Engine) Invite(ctx context.Context, roomID, sender, invitee string) (*r
 	}
 	server := string(target.Server())
 	if server != e.ServerName {
-		if ev, err = e.countersignedInvite(ctx, h, roomID, server, ev); err != nil {
+		// The room is not held locked while the invitee's server answers.
+		state, err := e.inviteRoomState(ctx, h, ev.Sender())
+		if err != nil {
 			return nil, fmt.Errorf("invite: %w", err)
+		}
+		unlock()
+		locked = false
+		if ev, err = e.countersignedInvite(ctx, h.v, roomID, server, ev, state); err != nil {
+			return nil, fmt.Errorf("invite: %w", err)
+		}
+		unlock = e.lockRoom(roomID)
+		locked = true
+		if h, err = e.head(ctx, roomID); err != nil {
+			return nil, fmt.Errorf("invite: %w", err)
+		}
+		if h == nil || !slices.Equal(h.extremities, t.PrevEvents) {
+			// The room moved meanwhile: the invite follows older events
+			// and is judged like a received one, then sent on.
+			unlock()
+			locked = false
+			if err := e.acceptMembership(ctx, e.ServerName, roomID, ev); err != nil {
+				return nil, fmt.Errorf("invite: %w", err)
+			}
+			return ev, nil
 		}
 	}
 	if err := e.commitLocal(ctx, h, roomID, ev, current); err != nil {
@@ -86,15 +110,12 @@ func (e *Engine) Invite(ctx context.Context, roomID, sender, invitee string) (*r
 	return ev, nil
 }
 
-// countersignedInvite asks the invitee's server to countersign ev and
-// checks the answer: the same event with a valid signature of that server.
-func (e *Engine) countersignedInvite(ctx context.Context, h *roomHead, roomID, server string, ev *rooms.Event) (*rooms.Event, error) {
-	inviter, ok := e.Remote.(Inviter)
-	if !ok {
-		return nil, errors.New("the engine has no remote that can send invites")
-	}
+// inviteRoomState is the room state offered to an invitee: full PDUs of
+// the create event, the room's descriptive state and the inviter's
+// membership.
+func (e *Engine) inviteRoomState(ctx context.Context, h *roomHead, inviter string) ([][]byte, error) {
 	var state [][]byte
-	keys := append(slices.Clone(inviteStateKeys), rooms.StateTuple{Type: "m.room.member", StateKey: ev.Sender()})
+	keys := append(slices.Clone(inviteStateKeys), rooms.StateTuple{Type: "m.room.member", StateKey: inviter})
 	for _, k := range keys {
 		id, ok := h.current[k]
 		if !ok {
@@ -106,11 +127,21 @@ func (e *Engine) countersignedInvite(ctx context.Context, h *roomHead, roomID, s
 		}
 		state = append(state, se.Event.JSON())
 	}
-	raw, err := inviter.SendInvite(ctx, server, roomID, ev.EventID(), h.v.ID, ev.JSON(), state)
+	return state, nil
+}
+
+// countersignedInvite asks the invitee's server to countersign ev and
+// checks the answer: the same event with a valid signature of that server.
+func (e *Engine) countersignedInvite(ctx context.Context, v rooms.Version, roomID, server string, ev *rooms.Event, state [][]byte) (*rooms.Event, error) {
+	inviter, ok := e.Remote.(Inviter)
+	if !ok {
+		return nil, errors.New("the engine has no remote that can send invites")
+	}
+	raw, err := inviter.SendInvite(ctx, server, roomID, ev.EventID(), v.ID, ev.JSON(), state)
 	if err != nil {
 		return nil, err
 	}
-	signed, err := rooms.ParseEvent(h.v, raw)
+	signed, err := rooms.ParseEvent(v, raw)
 	if err != nil {
 		return nil, fmt.Errorf("countersigned invite from %s: %w", server, err)
 	}

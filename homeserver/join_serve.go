@@ -256,7 +256,7 @@ func (e *Engine) acceptMembership(ctx context.Context, origin, roomID string, ev
 	if se.SoftFailed {
 		return forbidden("event %s is not allowed by the room's current state", ev.EventID())
 	}
-	e.Logger.Info().Str(fieldOrigin, origin).Str(fieldRoomID, roomID).Str(fieldEventID, ev.EventID()).Str("membership", ev.Membership()).Msg("membership accepted from a remote server")
+	e.Logger.Info().Str(fieldOrigin, origin).Str(fieldRoomID, roomID).Str(fieldEventID, ev.EventID()).Str("membership", ev.Membership()).Msg("membership accepted")
 	return nil
 }
 

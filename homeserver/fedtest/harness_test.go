@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -50,6 +51,8 @@ type node struct {
 	Ring   *keys.Ring
 	Engine *homeserver.Engine
 	Fed    *federation.Server
+	// Remote is the engine's remote: the client, with hooks for tests.
+	Remote *hookedRemote
 
 	txn int
 }
@@ -106,12 +109,13 @@ func startNodeWith(t *testing.T, delivering bool) *node {
 		ln.Close()
 		t.Fatal(err)
 	}
+	remote := &hookedRemote{Client: client}
 	engine := &homeserver.Engine{
 		ServerName: name,
 		Signer:     own.Signer(name),
 		Store:      db,
 		Keys:       ring,
-		Remote:     client,
+		Remote:     remote,
 		Logger:     log.With().Str("component", "engine").Logger(),
 	}
 	if delivering {
@@ -150,7 +154,32 @@ func startNodeWith(t *testing.T, delivering bool) *node {
 		}
 		<-done
 	})
-	return &node{Name: name, Own: own, DB: db, Client: client, Ring: ring, Engine: engine, Fed: fed}
+	return &node{Name: name, Own: own, DB: db, Client: client, Ring: ring, Engine: engine, Fed: fed, Remote: remote}
+}
+
+// hookedRemote is the federation client as the engine's remote, with a
+// hook a test may run before each outbound invite.
+type hookedRemote struct {
+	*federation.Client
+	mu           sync.Mutex
+	beforeInvite func()
+}
+
+// BeforeInvite sets the hook run before each outbound invite (nil: none).
+func (r *hookedRemote) BeforeInvite(f func()) {
+	r.mu.Lock()
+	r.beforeInvite = f
+	r.mu.Unlock()
+}
+
+func (r *hookedRemote) SendInvite(ctx context.Context, server, roomID, eventID, roomVersion string, event []byte, inviteRoomState [][]byte) ([]byte, error) {
+	r.mu.Lock()
+	hook := r.beforeInvite
+	r.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
+	return r.Client.SendInvite(ctx, server, roomID, eventID, roomVersion, event, inviteRoomState)
 }
 
 // startNodes starts n servers whose queued events wait for Flush.

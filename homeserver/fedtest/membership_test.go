@@ -3,6 +3,7 @@ package fedtest
 import (
 	"errors"
 	"net/http"
+	"slices"
 	"testing"
 
 	"github.com/ferry-matrix/ferry/federation"
@@ -360,4 +361,41 @@ func TestModerationAcrossServers(t *testing.T) {
 	a.Flush(t)
 	b.WaitEvent(t, welcome)
 	requireSameState(t, roomID, a, b)
+}
+
+// TestInvite_RoomMovesMeanwhile: the room is not locked while the
+// invitee's server countersigns; an event sent meanwhile makes the invite
+// follow older events, and it is judged like a received event and still
+// reaches the other servers in the room.
+func TestInvite_RoomMovesMeanwhile(t *testing.T) {
+	t.Parallel()
+	nodes := startNodes(t, 3)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	ctx := testContext(t)
+	alice, bob, carol := a.User("alice"), b.User("bob"), c.User("carol")
+	roomID, err := a.Engine.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: "12", Preset: homeserver.PresetPublicChat})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Engine.JoinRoom(ctx, roomID, carol, []string{a.Name}); err != nil {
+		t.Fatal(err)
+	}
+	var meanwhile string
+	a.Remote.BeforeInvite(func() { meanwhile = a.Say(t, roomID, alice, "while bob's server thinks") })
+	invite, err := a.Engine.Invite(ctx, roomID, alice, bob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Remote.BeforeInvite(nil)
+	if meanwhile == "" || slices.Contains(invite.PrevEvents(), meanwhile) {
+		t.Fatalf("the invite %v should not follow %s", invite.PrevEvents(), meanwhile)
+	}
+	if m := a.membership(t, roomID, bob); m != "invite" {
+		t.Fatalf("A: bob's membership is %q", m)
+	}
+	a.Flush(t)
+	c.WaitEvent(t, invite.EventID())
+	c.WaitEvent(t, meanwhile)
+	requireSameState(t, roomID, a, c)
+	requireHostInvite(t, b, roomID, invite.EventID())
 }
