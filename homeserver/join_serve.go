@@ -54,6 +54,9 @@ func (e *Engine) makeMember(ctx context.Context, origin, roomID, userID, members
 	if h == nil {
 		return "", nil, notFound("%s: room %s is not known here", what, roomID)
 	}
+	if err := e.requireJoinedHere(ctx, roomID); err != nil {
+		return "", nil, fmt.Errorf("%s: %w", what, err)
+	}
 	if versions != nil && !slices.Contains(versions, h.v.ID) {
 		return "", nil, &IncompatibleVersionError{RoomID: roomID, Version: h.v.ID}
 	}
@@ -230,6 +233,9 @@ func (e *Engine) acceptMembership(ctx context.Context, origin, roomID string, ev
 	if h == nil {
 		return notFound("room %s is not known here", roomID)
 	}
+	if err := e.requireJoinedHere(ctx, roomID); err != nil {
+		return err
+	}
 	// The resident sends the membership on to the other servers in the
 	// room; origin only talked to us.
 	servers, err := e.Store.JoinedServers(ctx, roomID)
@@ -282,4 +288,17 @@ func fanoutOf(ctx context.Context, ev *rooms.Event) []string {
 		return nil
 	}
 	return f.dests
+}
+
+// requireJoinedHere refuses to act as a resident of a room none of our
+// users is joined to: our copy of it may be stale.
+func (e *Engine) requireJoinedHere(ctx context.Context, roomID string) error {
+	servers, err := e.Store.JoinedServers(ctx, roomID)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(servers, e.ServerName) {
+		return notFound("this server has no joined member in room %s", roomID)
+	}
+	return nil
 }

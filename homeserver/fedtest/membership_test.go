@@ -330,6 +330,11 @@ func TestModerationAcrossServers(t *testing.T) {
 	if _, err := b.Engine.SendEvent(ctx, roomID, homeserver.LocalEvent{Type: "m.room.message", Sender: bob, Content: map[string]any{"body": "hey"}}); err == nil {
 		t.Fatal("a kicked user spoke")
 	}
+	// B holds the room with nobody of its own in it: it is no resident.
+	var he *federation.HTTPError
+	if _, _, err := a.Client.MakeJoin(ctx, b.Name, roomID, a.User("zed"), rooms.SupportedVersionIDs()); !errors.As(err, &he) || he.Status != http.StatusNotFound {
+		t.Fatalf("make_join on a server with nobody in the room: %v", err)
+	}
 	requireSameState(t, roomID, a, b)
 
 	// Ban: A no longer counts B in the room, so B learns of it only when
