@@ -257,9 +257,17 @@ func (e *Engine) ReceiveInvite(ctx context.Context, origin, roomID, eventID, roo
 	return signed.JSON(), nil
 }
 
+// maxInviteRoomState bounds the events of invite_room_state and
+// knock_room_state: a handful of state events, each of which may cost a
+// key fetch to verify.
+const maxInviteRoomState = 50
+
 // checkInviteRoomState checks the room state offered with an invite: full
 // PDUs of the room, signed, among them the room's create event.
 func checkInviteRoomState(v rooms.Version, roomID string, state [][]byte, lookup rooms.KeyLookup) error {
+	if len(state) > maxInviteRoomState {
+		return fmt.Errorf("%d events, more than the %d this server checks", len(state), maxInviteRoomState)
+	}
 	var create *rooms.Event
 	for _, raw := range state {
 		ev, err := rooms.ParseEvent(v, raw)

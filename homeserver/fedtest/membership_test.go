@@ -169,6 +169,15 @@ func TestServeInvite_BadInputs(t *testing.T) {
 		_, err := a.Client.SendInvite(ctx, b.Name, roomID, ev.EventID(), "12", ev.JSON(), nil)
 		wantStatus(t, err, http.StatusBadRequest, "M_INVALID_PARAM")
 	})
+	t.Run("too much room state", func(t *testing.T) {
+		ev := inviteOf(t, bob)
+		state := make([][]byte, 51)
+		for i := range state {
+			state[i] = createJSON
+		}
+		_, err := a.Client.SendInvite(ctx, b.Name, roomID, ev.EventID(), "12", ev.JSON(), state)
+		wantStatus(t, err, http.StatusBadRequest, "M_INVALID_PARAM")
+	})
 	t.Run("sent by another server", func(t *testing.T) {
 		ev := inviteOf(t, bob)
 		_, err := c.Client.SendInvite(ctx, b.Name, roomID, ev.EventID(), "12", ev.JSON(), [][]byte{createJSON})
