@@ -40,6 +40,10 @@ const (
 	// DefaultCatchUpWindow bounds the queued events read at once for a
 	// catch-up; older ones are dropped first.
 	DefaultCatchUpWindow = 10000
+	// DefaultLinger is how long a sender waits for more items before
+	// sending a transaction that is not full, so that a burst of events
+	// goes in few transactions (and few database writes).
+	DefaultLinger = 20 * time.Millisecond
 	// DefaultPollInterval is how often the queues are scanned for work
 	// nobody announced (events queued by code that does not call Notify).
 	DefaultPollInterval = time.Minute
@@ -82,6 +86,9 @@ type Delivery struct {
 	// PollInterval is how often queues are scanned for unannounced work;
 	// DefaultPollInterval when zero.
 	PollInterval time.Duration
+	// Linger is the wait for more items before sending a transaction
+	// that is not full; DefaultLinger when zero, none when negative.
+	Linger time.Duration
 
 	mu      sync.Mutex
 	ctx     context.Context
@@ -354,6 +361,9 @@ func (d *Delivery) run(name string, s *destSender) {
 			fails = 0
 		}
 		if st.TxnID == "" {
+			if st.Pending > 0 && st.Pending < MaxTxnPDUs && !d.linger(ctx) {
+				break
+			}
 			built, err := d.buildTxn(ctx, name, &st, outage)
 			if err != nil {
 				if ctx.Err() != nil {
@@ -427,6 +437,22 @@ func (d *Delivery) run(name string, s *destSender) {
 	d.mu.Lock()
 	delete(d.senders, name)
 	d.mu.Unlock()
+}
+
+// linger waits a moment for more items; false when the delivery stops.
+func (d *Delivery) linger(ctx context.Context) bool {
+	wait := cmp.Or(d.Linger, DefaultLinger)
+	if wait < 0 {
+		return true
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 // finish ends the sender of an empty queue, unless work was announced
