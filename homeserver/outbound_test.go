@@ -384,6 +384,13 @@ func TestDelivery_BackoffSurvivesRestart(t *testing.T) {
 	}
 	defer d2.Close()
 	waitFor(t, "delivery after the restart", func() bool { return net.delivered("down.test") == 3 })
+	net.with("down.test", func(fd *fakeDest) {
+		for _, a := range fd.attempts {
+			if a.txnID != first.InFlightTxn {
+				t.Fatalf("sent %s after the restart, want the transaction in flight %s", a.txnID, first.InFlightTxn)
+			}
+		}
+	})
 	got := clock2.Waits()
 	if len(got) != 2 || got[0] != stored || got[1] != 2*stored {
 		t.Fatalf("waits after the restart %v, want the stored backoff %v then twice it", got, stored)
@@ -487,4 +494,50 @@ func TestDelivery_ACLAndDenyList(t *testing.T) {
 	if err != nil || st.Pending != 4 {
 		t.Fatalf("ok.test has %d queued (%v), want the ACL, 2 messages and the EDU", st.Pending, err)
 	}
+}
+
+// stuckClock is a clock whose waits never end by themselves.
+type stuckClock struct {
+	fakeClock
+}
+
+func (c *stuckClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.waits = append(c.waits, d)
+	return nil
+}
+
+// TestDelivery_SeenEndsBackoff: a request from a destination that is
+// backing off ends its wait, and what is queued goes at once.
+func TestDelivery_SeenEndsBackoff(t *testing.T) {
+	e := newEngine(t)
+	net := newFakeNet("back.test")
+	net.with("back.test", func(fd *fakeDest) {
+		fd.plan = func(n int) error {
+			if n == 0 {
+				return errDown
+			}
+			return nil
+		}
+	})
+	roomID := outboundRoom(t, e, "back.test")
+	sendMessages(t, e, roomID, "s", 5)
+	clock := &stuckClock{fakeClock: *newFakeClock()}
+	d := newDelivery(t, e.Store, net, &clock.fakeClock)
+	d.After = clock.After
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	waitFor(t, "the sender to back off", func() bool { return len(clock.Waits()) == 1 })
+	if h := health(t, d, "back.test"); h.Failures != 1 || h.BackoffUntil.IsZero() || h.TxnsSent != 0 {
+		t.Fatalf("health while backing off %+v", h)
+	}
+	d.DestinationSeen("back.test")
+	waitFor(t, "delivery once seen", func() bool { return net.delivered("back.test") == 5 })
+	waitFor(t, "the backoff to reset", func() bool {
+		h := health(t, d, "back.test")
+		return h.Failures == 0 && h.BackoffUntil.IsZero() && !h.Active
+	})
 }
