@@ -337,7 +337,7 @@ func (d *Delivery) run(name string, s *destSender) {
 	log := d.Logger.With().Str("destination", name).Logger()
 	ctx := d.ctx
 	first := true
-	var fails int  // consecutive failures counted for the backoff
+	var fails int   // consecutive failures counted for the backoff
 	var outage bool // the destination failed since the queue was last short
 	for ctx.Err() == nil {
 		d.mu.Lock()
