@@ -140,7 +140,7 @@ func (e *Engine) nextTemplate(ctx context.Context, h *roomHead, roomID string, t
 // of origin, under the path's event ID, signed), accepts it through the
 // inbound pipeline and returns the room state before the join, the auth
 // chain of that state and of the join, the join as stored and the servers
-// with joined members.
+// with joined members before it.
 func (e *Engine) SendJoin(ctx context.Context, origin, roomID, eventID string, raw []byte) (state, authChain [][]byte, join []byte, servers []string, err error) {
 	v, in, err := e.roomVersion(ctx, roomID)
 	if err != nil {
@@ -170,6 +170,10 @@ func (e *Engine) SendJoin(ctx context.Context, origin, roomID, eventID string, r
 	if !ev.ContentHashValid() {
 		return nil, nil, nil, nil, badRequest("send_join: the join's content hash does not match")
 	}
+	// servers_in_room names the servers in the room before the join.
+	if servers, err = e.Store.JoinedServers(ctx, roomID); err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("send_join: %w", err)
+	}
 	if err := e.acceptMembership(ctx, origin, roomID, ev); err != nil {
 		return nil, nil, nil, nil, fmt.Errorf("send_join: %w", err)
 	}
@@ -190,9 +194,6 @@ func (e *Engine) SendJoin(ctx context.Context, origin, roomID, eventID string, r
 		return nil, nil, nil, nil, fmt.Errorf("send_join: %w", err)
 	}
 	if authChain, err = e.eventsJSON(ctx, chainIDs); err != nil {
-		return nil, nil, nil, nil, fmt.Errorf("send_join: %w", err)
-	}
-	if servers, err = e.Store.JoinedServers(ctx, roomID); err != nil {
 		return nil, nil, nil, nil, fmt.Errorf("send_join: %w", err)
 	}
 	return state, authChain, ev.JSON(), servers, nil
