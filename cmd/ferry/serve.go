@@ -115,6 +115,15 @@ type seenRooms struct {
 	delivery *homeserver.Delivery
 }
 
+// The federation server registers the membership endpoints only for a
+// room handler that serves them; these make losing one a build error.
+var (
+	_ federation.MembershipHandler = seenRooms{}
+	_ federation.LeaveHandler      = seenRooms{}
+	_ federation.InviteHandler     = seenRooms{}
+	_ federation.KnockHandler      = seenRooms{}
+)
+
 func (s seenRooms) TransactionResponse(ctx context.Context, origin, txnID string) ([]byte, bool, error) {
 	s.delivery.DestinationSeen(origin)
 	return s.Engine.TransactionResponse(ctx, origin, txnID)
