@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"time"
 )
 
 // SendTransactionBody sends one transaction to destination (PUT /send)
@@ -36,4 +37,11 @@ func (c *Client) SendTransactionBody(ctx context.Context, destination, txnID str
 		out[id] = res.Error
 	}
 	return out, nil
+}
+
+// RetryAfter is the wait the destination asked for in its answer
+// (retry_after_ms, as with 429 M_LIMIT_EXCEEDED); zero when none. The
+// outbound delivery waits at least this long before retrying.
+func (e *HTTPError) RetryAfter() time.Duration {
+	return time.Duration(max(e.RetryAfterMS, 0)) * time.Millisecond
 }

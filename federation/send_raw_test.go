@@ -16,8 +16,12 @@ import (
 	"github.com/ferry-matrix/ferry/store/storetest"
 )
 
-// The client is the outbound delivery's transport.
-var _ homeserver.Transport = (*Client)(nil)
+// The client is the outbound delivery's transport, and its errors carry
+// the wait a destination asks for.
+var (
+	_ homeserver.Transport                    = (*Client)(nil)
+	_ interface{ RetryAfter() time.Duration } = (*HTTPError)(nil)
+)
 
 // receiverRooms is the RoomHandler of a scripted receiver: it fails the
 // first transactions with a 500 while fail is positive, records every

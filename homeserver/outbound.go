@@ -19,7 +19,8 @@ import (
 // Transport sends one transaction to another server: PUT /send/{txnID}
 // with body exactly as given, returning the per-PDU errors of the answer
 // (event ID to error, "" for accepted events). *federation.Client
-// satisfies it.
+// satisfies it. An error with a RetryAfter() time.Duration method (a 429
+// answer) makes the sender wait at least that long.
 type Transport interface {
 	SendTransactionBody(ctx context.Context, destination, txnID string, body []byte) (map[string]string, error)
 }
@@ -406,6 +407,10 @@ func (d *Delivery) run(name string, s *destSender) {
 			d.failing[name] = true
 			d.mu.Unlock()
 			wait := d.backoff(fails)
+			var asked interface{ RetryAfter() time.Duration }
+			if errors.As(err, &asked) {
+				wait = max(wait, min(asked.RetryAfter(), cmp.Or(d.BackoffMax, DefaultBackoffMax)))
+			}
 			log.Warn().Err(err).Str("txn_id", st.TxnID).Int("failures", fails).Dur("backoff", wait).Msg("transaction not delivered")
 			if err := d.Store.RecordFailure(ctx, name, d.now().Add(wait), err.Error()); err != nil && ctx.Err() == nil {
 				log.Error().Err(err).Msg("failure not recorded")

@@ -541,3 +541,36 @@ func TestDelivery_SeenEndsBackoff(t *testing.T) {
 		return h.Failures == 0 && h.BackoffUntil.IsZero() && !h.Active
 	})
 }
+
+// retryLater is an answer asking the sender to wait.
+type retryLater struct{ wait time.Duration }
+
+func (r retryLater) Error() string             { return "destination answered 429" }
+func (r retryLater) RetryAfter() time.Duration { return r.wait }
+
+// TestDelivery_RetryAfter: a destination that asks for a wait longer than
+// the backoff gets it.
+func TestDelivery_RetryAfter(t *testing.T) {
+	e := newEngine(t)
+	net := newFakeNet("busy.test")
+	net.with("busy.test", func(fd *fakeDest) {
+		fd.plan = func(n int) error {
+			if n == 0 {
+				return retryLater{wait: 42 * time.Second}
+			}
+			return nil
+		}
+	})
+	roomID := outboundRoom(t, e, "busy.test")
+	sendMessages(t, e, roomID, "w", 2)
+	clock := newFakeClock()
+	d := newDelivery(t, e.Store, net, clock)
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	waitFor(t, "delivery after the wait", func() bool { return net.delivered("busy.test") == 2 })
+	if got := clock.Waits(); !slices.Equal(got, []time.Duration{42 * time.Second}) {
+		t.Fatalf("waits %v, want the 42s asked for", got)
+	}
+}
