@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/ferry-matrix/ferry/rooms"
 	"github.com/ferry-matrix/ferry/store"
@@ -28,11 +30,43 @@ type CreateRoomRequest struct {
 	// HistoryVisibility is m.room.history_visibility's value; "shared"
 	// when empty.
 	HistoryVisibility string
+	// Name and Topic, when set, become m.room.name and m.room.topic.
+	Name, Topic string
+	// Alias, when set, is a new alias of ours ("#name:our.server") that
+	// points to the room; it is also the room's m.room.canonical_alias.
+	Alias string
+	// AdditionalCreators are further creators, for room versions whose
+	// creators hold infinite power (12); other versions refuse them.
+	AdditionalCreators []string
+	// Invite lists users invited once the room exists.
+	Invite []string
+}
+
+// InviteError reports the initial invites of CreateRoom that failed; the
+// room exists all the same.
+type InviteError struct {
+	RoomID   string
+	Failures map[string]error // by invitee
+}
+
+func (e *InviteError) Error() string {
+	users := make([]string, 0, len(e.Failures))
+	for u := range e.Failures {
+		users = append(users, u)
+	}
+	slices.Sort(users)
+	parts := make([]string, len(users))
+	for i, u := range users {
+		parts[i] = fmt.Sprintf("%s: %v", u, e.Failures[u])
+	}
+	return fmt.Sprintf("room %s was created, but inviting failed for %s", e.RoomID, strings.Join(parts, "; "))
 }
 
 // CreateRoom creates a room: its create event, the creator's join, the
-// power levels, join rules and history visibility, persisted in one
-// transaction. It returns the room ID.
+// power levels, join rules, history visibility and the optional name,
+// topic and canonical alias, persisted in one transaction; then the alias
+// is stored and the initial invites are sent. It returns the room ID; when
+// an invite fails the room exists and the error is an *InviteError.
 func (e *Engine) CreateRoom(ctx context.Context, req CreateRoomRequest) (string, error) {
 	v, err := rooms.LookupVersion(req.Version)
 	if err != nil {
@@ -57,10 +91,47 @@ func (e *Engine) CreateRoom(ctx context.Context, req CreateRoomRequest) (string,
 	if visibility == "" {
 		visibility = "shared"
 	}
+	switch visibility {
+	case "world_readable", "shared", "invited", "joined":
+	default:
+		return "", badRequest("create room: unknown history visibility %q", visibility)
+	}
+	if req.Alias != "" {
+		alias, err := rooms.ParseRoomAlias(req.Alias)
+		if err != nil {
+			return "", badRequest("create room: alias: %v", err)
+		}
+		if string(alias.Server()) != e.ServerName {
+			return "", badRequest("create room: alias %s is not an alias of %s", req.Alias, e.ServerName)
+		}
+		if _, err := e.Store.Alias(ctx, req.Alias); err == nil {
+			return "", badRequest("create room: alias %s is taken", req.Alias)
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return "", fmt.Errorf("create room: alias: %w", err)
+		}
+	}
+	for _, u := range req.Invite {
+		if _, err := rooms.ParseUserID(u); err != nil {
+			return "", badRequest("create room: invite: %v", err)
+		}
+	}
 
 	createContent := map[string]any{"room_version": v.ID}
 	if v.CreateHasCreator {
 		createContent["creator"] = req.Creator
+	}
+	if len(req.AdditionalCreators) > 0 {
+		if v.Creators != rooms.CreatorSenderPrivileged {
+			return "", badRequest("create room: room version %s has no additional creators", v.ID)
+		}
+		extra := make([]any, 0, len(req.AdditionalCreators))
+		for _, u := range req.AdditionalCreators {
+			if _, err := rooms.ParseUserID(u); err != nil {
+				return "", badRequest("create room: additional creator: %v", err)
+			}
+			extra = append(extra, u)
+		}
+		createContent["additional_creators"] = extra
 	}
 	roomID := ""
 	switch v.RoomIDs {
@@ -80,6 +151,15 @@ func (e *Engine) CreateRoom(ctx context.Context, req CreateRoomRequest) (string,
 		{Type: "m.room.power_levels", StateKey: rooms.StringPtr(""), Content: rooms.InitialPowerLevelsContent(v, req.Creator)},
 		{Type: "m.room.join_rules", StateKey: rooms.StringPtr(""), Content: map[string]any{"join_rule": joinRule}},
 		{Type: "m.room.history_visibility", StateKey: rooms.StringPtr(""), Content: map[string]any{"history_visibility": visibility}},
+	}
+	if req.Name != "" {
+		templates = append(templates, rooms.EventTemplate{Type: "m.room.name", StateKey: rooms.StringPtr(""), Content: map[string]any{"name": req.Name}})
+	}
+	if req.Topic != "" {
+		templates = append(templates, rooms.EventTemplate{Type: "m.room.topic", StateKey: rooms.StringPtr(""), Content: map[string]any{"topic": req.Topic}})
+	}
+	if req.Alias != "" {
+		templates = append(templates, rooms.EventTemplate{Type: "m.room.canonical_alias", StateKey: rooms.StringPtr(""), Content: map[string]any{"alias": req.Alias}})
 	}
 	state := map[rooms.StateTuple]*rooms.Event{}
 	var batch store.Batch
@@ -116,12 +196,29 @@ func (e *Engine) CreateRoom(ctx context.Context, req CreateRoomRequest) (string,
 	batch.RoomStatus = store.RoomCreated
 	batch.CurrentState = &store.StateRef{AfterEvent: prev.EventID()}
 	unlock := e.lockRoom(roomID)
-	defer unlock()
 	if _, err := e.Store.PersistEvents(ctx, batch); err != nil {
+		unlock()
 		return "", fmt.Errorf("create room: %w", err)
 	}
 	e.dropHead(roomID)
+	// Invites lock the room themselves.
+	unlock()
 	e.Logger.Info().Str(fieldRoomID, roomID).Str("room_version", v.ID).Str("creator", req.Creator).Msg("room created")
+	if req.Alias != "" {
+		if err := e.Store.PutAlias(ctx, store.Alias{Alias: req.Alias, RoomID: roomID, Servers: []string{e.ServerName}, Creator: req.Creator}); err != nil {
+			return roomID, fmt.Errorf("create room %s: alias %s: %w", roomID, req.Alias, err)
+		}
+	}
+	failures := map[string]error{}
+	for _, invitee := range req.Invite {
+		if _, err := e.Invite(ctx, roomID, req.Creator, invitee); err != nil {
+			e.Logger.Warn().Err(err).Str(fieldRoomID, roomID).Str("invitee", invitee).Msg("initial invite failed")
+			failures[invitee] = err
+		}
+	}
+	if len(failures) > 0 {
+		return roomID, &InviteError{RoomID: roomID, Failures: failures}
+	}
 	return roomID, nil
 }
 
