@@ -109,6 +109,11 @@ type Delivery struct {
 type destSender struct {
 	again bool          // work was announced while it ran
 	seen  chan struct{} // the destination was seen: stop waiting
+	// announced counts the announcements; the queue is searched for EDUs
+	// only while EDUs may be queued, that is until a search found fewer
+	// than a transaction holds with no announcement since (a search for
+	// EDUs reads the destination's whole queue).
+	announced, eduChecked uint64
 }
 
 // destStats counts what happened to a destination since Start.
@@ -189,9 +194,10 @@ func (d *Delivery) Notify(destinations ...string) {
 		}
 		if s := d.senders[name]; s != nil {
 			s.again = true
+			s.announced++
 			continue
 		}
-		s := &destSender{seen: make(chan struct{}, 1)}
+		s := &destSender{seen: make(chan struct{}, 1), announced: 1}
 		d.senders[name] = s
 		d.wg.Add(1)
 		go d.run(name, s)
@@ -365,7 +371,7 @@ func (d *Delivery) run(name string, s *destSender) {
 			if st.Pending > 0 && st.Pending < MaxTxnPDUs && !d.linger(ctx) {
 				break
 			}
-			built, err := d.buildTxn(ctx, name, &st, outage)
+			built, err := d.buildTxn(ctx, name, s, &st, outage)
 			if err != nil {
 				if ctx.Err() != nil {
 					break
@@ -512,7 +518,7 @@ type txnBody struct {
 // it in flight, filling st.TxnID and st.TxnBody; false when nothing is
 // queued. During an outage with a long queue it catches up: only the
 // newest queued event of each room goes, the older ones leave the queue.
-func (d *Delivery) buildTxn(ctx context.Context, name string, st *store.Destination, outage bool) (bool, error) {
+func (d *Delivery) buildTxn(ctx context.Context, name string, s *destSender, st *store.Destination, outage bool) (bool, error) {
 	catchUp := outage && st.Pending > cmp.Or(d.CatchUpThreshold, DefaultCatchUpThreshold)
 	maxPDUs := MaxTxnPDUs
 	var trimmed int64
@@ -527,9 +533,21 @@ func (d *Delivery) buildTxn(ctx context.Context, name string, st *store.Destinat
 		}
 		maxPDUs = window
 	}
-	pdus, edus, err := d.Store.PeekOutbound(ctx, name, maxPDUs, MaxTxnEDUs)
+	d.mu.Lock()
+	announced := s.announced
+	maxEDUs := 0
+	if announced != s.eduChecked {
+		maxEDUs = MaxTxnEDUs
+	}
+	d.mu.Unlock()
+	pdus, edus, err := d.Store.PeekOutbound(ctx, name, maxPDUs, maxEDUs)
 	if err != nil {
 		return false, err
+	}
+	if maxEDUs > 0 && len(edus) < maxEDUs {
+		d.mu.Lock()
+		s.eduChecked = announced
+		d.mu.Unlock()
 	}
 	if len(pdus) == 0 && len(edus) == 0 {
 		if st.Pending > 0 {
