@@ -250,9 +250,11 @@ func BenchmarkDelivery_10kQueued10Servers(b *testing.B) {
 		b.StopTimer()
 		arrived := make(chan int, 1024)
 		w := newIdleDeliveryWorld(b, servers, arrived)
+		queueing := time.Now()
 		for j := range events {
 			w.send(b, fmt.Sprintf("queued-%d-%d", i, j))
 		}
+		b.ReportMetric(time.Since(queueing).Seconds(), "s-to-send-undelivered")
 		b.StartTimer()
 		start := time.Now()
 		w.start(b)
