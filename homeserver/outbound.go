@@ -418,8 +418,15 @@ func (d *Delivery) run(name string, s *destSender) {
 				wait = max(wait, min(asked.RetryAfter(), cmp.Or(d.BackoffMax, DefaultBackoffMax)))
 			}
 			log.Warn().Err(err).Str("txn_id", st.TxnID).Int("failures", fails).Dur("backoff", wait).Msg("transaction not delivered")
-			if err := d.Store.RecordFailure(ctx, name, d.now().Add(wait), err.Error()); err != nil && ctx.Err() == nil {
+			if err := d.Store.RecordFailure(ctx, name, d.now().Add(wait), err.Error()); err != nil {
+				if ctx.Err() != nil {
+					break
+				}
+				// The stored backoff did not move: wait here instead.
 				log.Error().Err(err).Msg("failure not recorded")
+				if !d.wait(ctx, s, name, wait) {
+					break
+				}
 			}
 			continue
 		}
