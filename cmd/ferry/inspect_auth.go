@@ -106,7 +106,7 @@ func inspectAuth(stdin io.Reader, structural bool) (authVerdict, error) {
 	if err != nil {
 		return authVerdict{}, fmt.Errorf("room_version: %w", err)
 	}
-	ev, err := parseAuthPDU(v, in.Event)
+	ev, err := parseFixturePDU(v, in.Event, nil)
 	if err != nil {
 		return authVerdict{}, fmt.Errorf("event: %w", err)
 	}
@@ -118,7 +118,7 @@ func inspectAuth(stdin io.Reader, structural bool) (authVerdict, error) {
 	var listedEvents []*rooms.Event
 	var create *rooms.Event
 	for i, raw := range in.AuthEvents {
-		ae, err := parseAuthPDU(v, raw)
+		ae, err := parseFixturePDU(v, raw, nil)
 		if err != nil {
 			return authVerdict{}, fmt.Errorf("auth_events[%d]: %w", i, err)
 		}
@@ -151,32 +151,4 @@ func inspectAuth(stdin io.Reader, structural bool) (authVerdict, error) {
 	default:
 		return authVerdict{}, err
 	}
-}
-
-// parseAuthPDU parses one PDU: under its event_id field when it has one
-// (fixtures with readable IDs), else with full format checks and a
-// computed ID.
-func parseAuthPDU(v rooms.Version, raw json.RawMessage) (*rooms.Event, error) {
-	tree, err := rooms.ParseJSON(raw)
-	if err != nil {
-		return nil, err
-	}
-	obj, ok := tree.(map[string]any)
-	if !ok {
-		return nil, errors.New("not a JSON object")
-	}
-	rawID, hasID := obj["event_id"]
-	if !hasID {
-		return rooms.NewEventFromObject(v, obj)
-	}
-	id, ok := rawID.(string)
-	if !ok || len(id) < 2 || id[0] != '$' {
-		return nil, fmt.Errorf("event_id %v is not an event ID", rawID)
-	}
-	delete(obj, "event_id")
-	canonical, err := rooms.EncodeCanonical(obj)
-	if err != nil {
-		return nil, err
-	}
-	return rooms.ParseEventTrusted(v, canonical, id)
 }
