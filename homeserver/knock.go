@@ -112,25 +112,8 @@ func (e *Engine) knockVia(ctx context.Context, knocker Knocker, server, roomID, 
 	if err := checkInviteRoomState(v, roomID, state, e.Keys.KeyLookup(ctx)); err != nil {
 		return nil, fmt.Errorf("send_knock: knock_room_state: %w", err)
 	}
-	if _, in, err := e.roomVersion(ctx, roomID); err != nil {
+	if err := e.keepRemoteMembership(ctx, server, ev, RoomKnocked); err != nil {
 		return nil, err
-	} else if in {
-		// We hold the room: the knock goes in like any of its events.
-		if err := e.takeIn(ctx, server, ev); err != nil {
-			e.Logger.Warn().Err(err).Str(fieldRoomID, roomID).Str(fieldEventID, ev.EventID()).Msg("the resident accepted the knock but this server did not")
-		}
-		return ev, nil
-	}
-	unlock := e.lockRoom(roomID)
-	defer unlock()
-	if _, in, err := e.roomVersion(ctx, roomID); err != nil {
-		return nil, err
-	} else if in {
-		// Joined meanwhile: the knock reaches us through the room.
-		return ev, nil
-	}
-	if err := e.persist(ctx, store.Batch{Events: []store.NewEvent{{Event: ev, Outcome: store.Outlier}}, RoomStatus: RoomKnocked}); err != nil {
-		return nil, fmt.Errorf("knock %s: persist: %w", roomID, err)
 	}
 	return ev, nil
 }

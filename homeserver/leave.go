@@ -95,27 +95,39 @@ func (e *Engine) leaveVia(ctx context.Context, leaver Leaver, server, roomID, us
 	if err := leaver.SendLeave(ctx, server, roomID, ev.EventID(), ev.JSON()); err != nil {
 		return nil, fmt.Errorf("send_leave: %w", err)
 	}
-	if _, in, err := e.roomVersion(ctx, roomID); err != nil {
+	if err := e.keepRemoteMembership(ctx, server, ev, store.RoomLeft); err != nil {
 		return nil, err
+	}
+	return ev, nil
+}
+
+// keepRemoteMembership records our user's membership event that a
+// resident server accepted (send_leave, send_knock): as an event of the
+// room when we hold the room, else as an outlier, the room taking status.
+func (e *Engine) keepRemoteMembership(ctx context.Context, server string, ev *rooms.Event, status string) error {
+	roomID := ev.RoomID()
+	if _, in, err := e.roomVersion(ctx, roomID); err != nil {
+		return err
 	} else if in {
-		// We hold the room: the leave goes in like any of its events.
+		// We hold the room: the event goes in like any of its events.
 		if err := e.takeIn(ctx, server, ev); err != nil {
-			e.Logger.Warn().Err(err).Str(fieldRoomID, roomID).Str(fieldEventID, ev.EventID()).Msg("the resident accepted the leave but this server did not")
+			e.Logger.Warn().Err(err).Str(fieldRoomID, roomID).Str(fieldEventID, ev.EventID()).
+				Str("membership", ev.Membership()).Msg("the resident accepted the membership event but this server did not")
 		}
-		return ev, nil
+		return nil
 	}
 	unlock := e.lockRoom(roomID)
 	defer unlock()
 	if _, in, err := e.roomVersion(ctx, roomID); err != nil {
-		return nil, err
+		return err
 	} else if in {
-		// Joined meanwhile: the leave reaches us through the room.
-		return ev, nil
+		// Joined meanwhile: the event reaches us through the room.
+		return nil
 	}
-	if err := e.persist(ctx, store.Batch{Events: []store.NewEvent{{Event: ev, Outcome: store.Outlier}}, RoomStatus: store.RoomLeft}); err != nil {
-		return nil, fmt.Errorf("leave %s: persist: %w", roomID, err)
+	if err := e.persist(ctx, store.Batch{Events: []store.NewEvent{{Event: ev, Outcome: store.Outlier}}, RoomStatus: status}); err != nil {
+		return fmt.Errorf("%s %s: persist: %w", ev.Membership(), roomID, err)
 	}
-	return ev, nil
+	return nil
 }
 
 // MakeLeave answers make_leave: a leave template for userID, a user of
