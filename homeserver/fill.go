@@ -55,7 +55,7 @@ func (e *Engine) fillGap(ctx context.Context, origin string, h *roomHead, ev *ro
 	}
 	slices.SortStableFunc(fetched, func(a, b *rooms.Event) int { return cmp.Compare(a.Depth(), b.Depth()) })
 	for _, pe := range fetched {
-		if err := e.receiveOne(ctx, origin, h, pe, false); err != nil {
+		if err := e.receiveOne(ctx, origin, h, pe, false, nil); err != nil {
 			log.Info().Err(err).Str("fetched_event", pe.EventID()).Msg("fetched prev event not accepted")
 		}
 	}

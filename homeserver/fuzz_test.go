@@ -97,3 +97,33 @@ func FuzzReceiveSignedEvents(f *testing.F) {
 		checkNoInternalErrors(t, receive(t, e, remote, ev))
 	})
 }
+
+// TestEngine_DuplicatePDUsInOneTransaction: a PDU repeated in one
+// transaction, and one already held, are judged once and stored once.
+func TestEngine_DuplicatePDUsInOneTransaction(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(t)
+	roomID, err := e.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: "12", Preset: homeserver.PresetPublicChat})
+	if err != nil {
+		t.Fatal(err)
+	}
+	join := joinRemote(t, e, roomID, bob)
+	msg := remoteEvent(t, e, roomID, "m.room.message", nil, bob, map[string]any{"msgtype": "m.text", "body": "once"})
+	verdicts := receive(t, e, remote, msg, join, msg)
+	if len(verdicts) != 2 || verdicts[msg.EventID()] != nil || verdicts[join.EventID()] != nil {
+		t.Fatalf("verdicts %v, want both accepted", verdicts)
+	}
+	log, err := e.Store.ReadHostLog(ctx, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for _, r := range log {
+		if r.EventID == msg.EventID() {
+			seen++
+		}
+	}
+	if seen != 1 {
+		t.Fatalf("the message is in the host log %d times, want once", seen)
+	}
+}

@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/ferry-matrix/ferry/rooms"
 	"github.com/ferry-matrix/ferry/store"
@@ -126,7 +128,9 @@ func (e *Engine) receiveRoom(ctx context.Context, origin, roomID string, raws []
 		evs = append(evs, ev)
 	}
 	slices.SortStableFunc(evs, func(a, b *rooms.Event) int { return cmp.Compare(a.Depth(), b.Depth()) })
+	pre := e.precheck(ctx, evs)
 	e.beginStaging(h)
+	pre.stage = h.stage
 	failed := func(err error) {
 		// Our fault: the transaction fails and is retried, so every PDU
 		// not committed yet, staged ones included, is answered with it.
@@ -140,7 +144,7 @@ func (e *Engine) receiveRoom(ctx context.Context, origin, roomID string, raws []
 		e.dropHead(roomID)
 	}
 	for i, ev := range evs {
-		err := e.receiveOne(ctx, origin, h, ev, true)
+		err := e.receiveOne(ctx, origin, h, ev, true, pre)
 		switch {
 		case err == nil:
 		case errors.Is(err, ErrDropped), errors.Is(err, ErrRejected):
@@ -185,16 +189,76 @@ func parseAnyVersion(raw []byte, roomID string) *rooms.Event {
 	return nil
 }
 
+// prechecked is what receiveRoom learns about a transaction's PDUs before
+// judging them one by one under the room's lock: the verdicts of their
+// signatures, verified on every CPU (ed25519 is most of a PDU's cost and
+// needs no room state), and which of them the store did not hold, asked
+// in one query instead of one per PDU.
+type prechecked struct {
+	signatures map[string]error
+	notHeld    map[string]bool
+	// stage is the staging area notHeld is true for: once it is flushed
+	// (a new one replaces it), staged events are in the store, no longer
+	// pinned, and notHeld says nothing about them.
+	stage *staged
+}
+
+func (e *Engine) precheck(ctx context.Context, evs []*rooms.Event) *prechecked {
+	pre := &prechecked{signatures: make(map[string]error, len(evs)), notHeld: make(map[string]bool, len(evs))}
+	if len(evs) == 0 {
+		return pre
+	}
+	ids := make([]string, len(evs))
+	for i, ev := range evs {
+		ids[i] = ev.EventID()
+	}
+	// A failed look-up only costs the per-PDU reads it would have saved.
+	if missing, err := e.Store.MissingEventIDs(ctx, ids); err == nil {
+		for _, id := range missing {
+			pre.notHeld[id] = true
+		}
+	}
+	if e.Keys == nil {
+		return pre
+	}
+	lookup := e.Keys.KeyLookup(ctx)
+	results := make([]error, len(evs))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(evs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if pre.notHeld[evs[i].EventID()] {
+					results[i] = rooms.VerifyEventSignatures(evs[i], lookup)
+				}
+			}
+		}()
+	}
+	for i := range evs {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	for i, ev := range evs {
+		if pre.notHeld[ev.EventID()] {
+			pre.signatures[ev.EventID()] = results[i]
+		}
+	}
+	return pre
+}
+
 // receiveOne runs the checks on one parsed PDU of a room we are in, with
 // the room locked; h is the room's head. fetch allows filling gaps from
-// origin.
-func (e *Engine) receiveOne(ctx context.Context, origin string, h *roomHead, ev *rooms.Event, fetch bool) error {
+// origin. pre, when not nil, holds what precheck learnt of ev.
+func (e *Engine) receiveOne(ctx context.Context, origin string, h *roomHead, ev *rooms.Event, fetch bool, pre *prechecked) error {
 	if ok, err := e.aclAllows(ctx, h.current, origin); err != nil {
 		return fmt.Errorf("server ACL: %w", err)
 	} else if !ok {
 		return dropped("server %s is denied by the room's server ACL", origin)
 	}
-	held, err := e.storedEvent(ctx, ev.EventID())
+	held, err := e.heldEvent(ctx, ev.EventID(), h, pre)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 	case err != nil:
@@ -205,8 +269,15 @@ func (e *Engine) receiveOne(ctx context.Context, origin string, h *roomHead, ev 
 	if e.Keys == nil {
 		return errors.New("no key source to verify signatures")
 	}
-	if err := rooms.VerifyEventSignatures(ev, e.Keys.KeyLookup(ctx)); err != nil {
-		return dropped("signatures: %v", err)
+	sigErr, checked := error(nil), false
+	if pre != nil {
+		sigErr, checked = pre.signatures[ev.EventID()]
+	}
+	if !checked {
+		sigErr = rooms.VerifyEventSignatures(ev, e.Keys.KeyLookup(ctx))
+	}
+	if sigErr != nil {
+		return dropped("signatures: %v", sigErr)
 	}
 	if !ev.ContentHashValid() {
 		e.Logger.Warn().Str(fieldOrigin, origin).Str(fieldEventID, ev.EventID()).Msg("content hash mismatch: keeping the redacted event")
@@ -239,6 +310,21 @@ func (e *Engine) receiveOne(ctx context.Context, origin string, h *roomHead, ev 
 		}
 	}
 	return e.judge(ctx, origin, h, ev, override)
+}
+
+// heldEvent is storedEvent, skipping the store for an event precheck found
+// not held, unless this transaction has staged it since.
+func (e *Engine) heldEvent(ctx context.Context, id string, h *roomHead, pre *prechecked) (*store.StoredEvent, error) {
+	if pre != nil && pre.notHeld[id] && pre.stage != nil && h.stage == pre.stage {
+		e.cacheMu.Lock()
+		se, staged := e.pinned[id]
+		e.cacheMu.Unlock()
+		if !staged {
+			return nil, fmt.Errorf("event %s: %w", id, store.ErrNotFound)
+		}
+		return se, nil
+	}
+	return e.storedEvent(ctx, id)
 }
 
 // verdictOf is the per-PDU answer for an event held already.

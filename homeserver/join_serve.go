@@ -249,7 +249,7 @@ func (e *Engine) acceptMembership(ctx context.Context, origin, roomID string, ev
 			dests = append(dests, s)
 		}
 	}
-	err = e.receiveOne(withFanout(ctx, ev.EventID(), dests), origin, h, ev, true)
+	err = e.receiveOne(withFanout(ctx, ev.EventID(), dests), origin, h, ev, true, nil)
 	switch {
 	case errors.Is(err, ErrDropped), errors.Is(err, ErrRejected):
 		return forbidden("%v", err)
