@@ -307,24 +307,15 @@ func (db *DB) now() int64 { return db.opts.Now().UnixMilli() }
 // snapshot's parent exists.
 func (db *DB) IntegrityCheck(ctx context.Context) error {
 	return db.read(ctx, func(t *txn) error {
-		rows, err := t.query(db.d.integrityCheck)
+		results, err := t.queryStrings(db.d.integrityCheck)
 		if err != nil {
 			return err
 		}
 		var problems []string
-		for rows.Next() {
-			var s string
-			if err := rows.Scan(&s); err != nil {
-				rows.Close()
-				return err
-			}
+		for _, s := range results {
 			if s != "ok" {
 				problems = append(problems, s)
 			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
 		}
 		for _, inv := range db.d.invariants {
 			var n int64

@@ -107,19 +107,9 @@ func (db *DB) EnqueueEDU(ctx context.Context, destinations []string, edu []byte)
 func (db *DB) PendingDestinations(ctx context.Context) ([]string, error) {
 	var out []string
 	err := db.read(ctx, func(t *txn) error {
-		rows, err := t.query(db.d.pendingDestinations)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var s string
-			if err := rows.Scan(&s); err != nil {
-				return err
-			}
-			out = append(out, s)
-		}
-		return rows.Err()
+		var err error
+		out, err = t.queryStrings(db.d.pendingDestinations)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: pending destinations: %w", err)

@@ -195,19 +195,9 @@ func (db *DB) DeleteAlias(ctx context.Context, alias string) error {
 func (db *DB) RoomAliases(ctx context.Context, roomID string) ([]string, error) {
 	var out []string
 	err := db.read(ctx, func(t *txn) error {
-		rows, err := t.query(db.d.aliasesOfRoom, roomID)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var s string
-			if err := rows.Scan(&s); err != nil {
-				return err
-			}
-			out = append(out, s)
-		}
-		return rows.Err()
+		var err error
+		out, err = t.queryStrings(db.d.aliasesOfRoom, roomID)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: room aliases: %w", err)

@@ -330,19 +330,8 @@ func (db *DB) roomStrings(ctx context.Context, roomID, query string, args ...any
 		if err != nil {
 			return err
 		}
-		rows, err := t.query(query, append([]any{room}, args...)...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var s string
-			if err := rows.Scan(&s); err != nil {
-				return err
-			}
-			out = append(out, s)
-		}
-		return rows.Err()
+		out, err = t.queryStrings(query, append([]any{room}, args...)...)
+		return err
 	})
 	return out, err
 }

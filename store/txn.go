@@ -125,3 +125,22 @@ func (t *txn) exec(q string, args ...any) (sql.Result, error) {
 	}
 	return st.ExecContext(t.ctx, args...)
 }
+
+// queryStrings runs a query whose rows are one text column and returns
+// them in order.
+func (t *txn) queryStrings(q string, args ...any) ([]string, error) {
+	rows, err := t.query(q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
