@@ -83,19 +83,46 @@ func matrixErrorFor(err error) (me *MatrixError, internal bool) {
 	// Collaborators in packages federation may not import (the room
 	// engine) classify their errors through these methods; such errors
 	// describe the requester's input and are echoed.
-	var nf interface{ NotFound() bool }
-	if errors.As(err, &nf) && nf.NotFound() {
-		return &MatrixError{Status: http.StatusNotFound, Code: "M_NOT_FOUND", Message: err.Error()}, false
-	}
-	var fb interface{ Forbidden() bool }
-	if errors.As(err, &fb) && fb.Forbidden() {
-		return &MatrixError{Status: http.StatusForbidden, Code: "M_FORBIDDEN", Message: err.Error()}, false
-	}
-	var br interface{ BadRequest() bool }
-	if errors.As(err, &br) && br.BadRequest() {
-		return &MatrixError{Status: http.StatusBadRequest, Code: "M_INVALID_PARAM", Message: err.Error()}, false
+	if status, code, ok := classified(err); ok {
+		var coded interface{ MatrixCode() string }
+		if errors.As(err, &coded) && coded.MatrixCode() != "" {
+			code = coded.MatrixCode()
+		}
+		return &MatrixError{Status: status, Code: code, Message: err.Error()}, false
 	}
 	return &MatrixError{Status: http.StatusInternalServerError, Code: "M_UNKNOWN", Message: "Internal server error"}, true
+}
+
+// classes are the kinds of refusal other packages' errors report through
+// a method of that name, with the answer each one gets.
+var classes = []struct {
+	is     func(error) bool
+	status int
+	code   string
+}{
+	{hasMethod(func(e interface{ NotFound() bool }) bool { return e.NotFound() }), http.StatusNotFound, "M_NOT_FOUND"},
+	{hasMethod(func(e interface{ Forbidden() bool }) bool { return e.Forbidden() }), http.StatusForbidden, "M_FORBIDDEN"},
+	{hasMethod(func(e interface{ BadRequest() bool }) bool { return e.BadRequest() }), http.StatusBadRequest, "M_INVALID_PARAM"},
+	{hasMethod(func(e interface{ Conflict() bool }) bool { return e.Conflict() }), http.StatusConflict, "M_UNKNOWN"},
+	{hasMethod(func(e interface{ Unavailable() bool }) bool { return e.Unavailable() }), http.StatusBadGateway, "M_UNKNOWN"},
+}
+
+// hasMethod adapts a classifying method to a test on any error chain.
+func hasMethod[T any](test func(T) bool) func(error) bool {
+	return func(err error) bool {
+		var target T
+		return errors.As(err, &target) && test(target)
+	}
+}
+
+// classified returns the answer for an error that classifies itself.
+func classified(err error) (status int, code string, ok bool) {
+	for _, c := range classes {
+		if c.is(err) {
+			return c.status, c.code, true
+		}
+	}
+	return 0, "", false
 }
 
 // writeError renders err as a Matrix error. It is the only place errors

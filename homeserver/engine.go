@@ -145,20 +145,31 @@ func (e *Engine) lockRoom(roomID string) func() {
 type ErrorKind int
 
 const (
-	// KindNotFound: the room or event is not known here.
+	// KindNotFound: the room, event or user is not known here.
 	KindNotFound ErrorKind = iota + 1
 	// KindForbidden: the requester may not see or do this.
 	KindForbidden
 	// KindBadRequest: the request is malformed.
 	KindBadRequest
+	// KindConflict: the request clashes with what exists (an alias that
+	// is taken).
+	KindConflict
+	// KindUnavailable: the request needed other servers and none of them
+	// answered usefully.
+	KindUnavailable
 )
 
 // Error is a refusal of a request, safe to show to the requester. It has
-// NotFound, Forbidden and BadRequest methods so that callers in other
-// packages can classify it without importing this one.
+// NotFound, Forbidden, BadRequest, Conflict and Unavailable methods so
+// that callers in other packages can classify it without importing this
+// one, and MatrixCode for a precise errcode where the kind's default
+// (M_NOT_FOUND, M_FORBIDDEN, M_INVALID_PARAM, ...) is too coarse.
 type Error struct {
 	Kind    ErrorKind
 	Message string
+	// Code, when set, is the Matrix errcode to answer with, such as
+	// M_UNSUPPORTED_ROOM_VERSION.
+	Code string
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -172,6 +183,17 @@ func (e *Error) Forbidden() bool { return e.Kind == KindForbidden }
 // BadRequest reports whether the request is malformed.
 func (e *Error) BadRequest() bool { return e.Kind == KindBadRequest }
 
+// Conflict reports whether the request clashes with existing data.
+func (e *Error) Conflict() bool { return e.Kind == KindConflict }
+
+// Unavailable reports whether other servers needed for the request
+// failed.
+func (e *Error) Unavailable() bool { return e.Kind == KindUnavailable }
+
+// MatrixCode is the errcode the requester should see, or "" for the
+// kind's default.
+func (e *Error) MatrixCode() string { return e.Code }
+
 func notFound(format string, args ...any) error {
 	return &Error{Kind: KindNotFound, Message: fmt.Sprintf(format, args...)}
 }
@@ -182,6 +204,19 @@ func forbidden(format string, args ...any) error {
 
 func badRequest(format string, args ...any) error {
 	return &Error{Kind: KindBadRequest, Message: fmt.Sprintf(format, args...)}
+}
+
+func conflict(format string, args ...any) error {
+	return &Error{Kind: KindConflict, Message: fmt.Sprintf(format, args...)}
+}
+
+func unavailable(format string, args ...any) error {
+	return &Error{Kind: KindUnavailable, Message: fmt.Sprintf(format, args...)}
+}
+
+// withCode returns a refusal of kind with a precise errcode.
+func withCode(kind ErrorKind, code, format string, args ...any) error {
+	return &Error{Kind: kind, Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
 // storedEvent reads a held event through the engine's cache.
