@@ -100,6 +100,7 @@ type wellKnownCall struct {
 	waiters  int
 	delegate serverName
 	ok       bool
+	err      error // why the fetch failed, for traces
 }
 
 func newDiscovery(resolver Resolver, client *http.Client, now func() time.Time) *discovery {
@@ -147,6 +148,7 @@ func (d *discovery) resolve(ctx context.Context, name string) (resolution, error
 	}
 	for _, service := range srvServices {
 		srvs, err := d.resolver.LookupSRV(ctx, service, t.host)
+		traceSRV(ctx, service, t.host, srvs, err)
 		if err != nil {
 			continue
 		}
@@ -173,6 +175,7 @@ func (d *discovery) lookupWellKnown(ctx context.Context, host string) (serverNam
 	e := d.wellKnown[host]
 	if e != nil && now.Before(e.expires) {
 		d.mu.Unlock()
+		traceWellKnownReused(ctx, host, e.delegate, e.err)
 		return e.delegate, e.err == nil
 	}
 	if c := d.inflight[host]; c != nil {
@@ -180,6 +183,7 @@ func (d *discovery) lookupWellKnown(ctx context.Context, host string) (serverNam
 		d.mu.Unlock()
 		select {
 		case <-c.done:
+			traceWellKnownReused(ctx, host, c.delegate, c.err)
 			return c.delegate, c.ok
 		case <-ctx.Done():
 			return serverName{}, false
@@ -194,7 +198,7 @@ func (d *discovery) lookupWellKnown(ctx context.Context, host string) (serverNam
 	d.mu.Unlock()
 
 	delegate, ttl, err := d.fetchWellKnown(ctx, host)
-	c.delegate, c.ok = delegate, err == nil
+	c.delegate, c.ok, c.err = delegate, err == nil, err
 	d.mu.Lock()
 	delete(d.inflight, host)
 	// When our caller gave up, that says nothing about the remote
@@ -224,8 +228,16 @@ func failureBackoff(failures int) time.Duration {
 
 // fetchWellKnown GETs https://host/.well-known/matrix/server, following
 // redirects (loops refused), and returns the parsed m.server and how long
-// to cache it.
-func (d *discovery) fetchWellKnown(ctx context.Context, host string) (serverName, time.Duration, error) {
+// to cache it. A DiscoveryTrace in ctx gets what the response held.
+func (d *discovery) fetchWellKnown(ctx context.Context, host string) (delegate serverName, ttl time.Duration, err error) {
+	var info WellKnownInfo
+	if trace := discoveryTraceFrom(ctx); trace != nil && trace.WellKnown != nil {
+		info.Host = host
+		defer func() {
+			info.Delegate, info.TTL, info.Err = delegate.raw, ttl, err
+			trace.WellKnown(info)
+		}()
+	}
 	ctx, cancel := context.WithTimeout(ctx, wellKnownTimeout)
 	defer cancel()
 	u := (&url.URL{Scheme: "https", Host: host, Path: "/.well-known/matrix/server"}).String()
@@ -238,10 +250,13 @@ func (d *discovery) fetchWellKnown(ctx context.Context, host string) (serverName
 		return serverName{}, 0, fmt.Errorf("well-known %s: %w", host, err)
 	}
 	defer resp.Body.Close()
+	info.URL, info.Status = resp.Request.URL.String(), resp.StatusCode
+	info.CacheControl, info.ContentType = resp.Header.Get("Cache-Control"), resp.Header.Get("Content-Type")
 	if resp.StatusCode != http.StatusOK {
 		return serverName{}, 0, fmt.Errorf("well-known %s: status %d", host, resp.StatusCode)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, wellKnownMaxBody+1))
+	info.Body = body
 	if err != nil {
 		return serverName{}, 0, fmt.Errorf("well-known %s: %w", host, err)
 	}
@@ -257,7 +272,7 @@ func (d *discovery) fetchWellKnown(ctx context.Context, host string) (serverName
 	if !ok {
 		return serverName{}, 0, fmt.Errorf("well-known %s: m.server missing or not a string", host)
 	}
-	delegate, err := parseServerName(value)
+	delegate, err = parseServerName(value)
 	if err != nil {
 		return serverName{}, 0, fmt.Errorf("well-known %s: m.server: %w", host, err)
 	}
