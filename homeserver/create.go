@@ -249,6 +249,12 @@ type LocalEvent struct {
 // every other server with joined members and logged for the host. It
 // returns the event.
 func (e *Engine) SendEvent(ctx context.Context, roomID string, le LocalEvent) (*rooms.Event, error) {
+	return e.sendEvent(ctx, roomID, le, nil)
+}
+
+// sendEvent is SendEvent; a non-nil lt records (sender, txn ID) -> event
+// ID in the transaction that persists the event.
+func (e *Engine) sendEvent(ctx context.Context, roomID string, le LocalEvent, lt *store.LocalTxn) (*rooms.Event, error) {
 	sender, err := rooms.ParseUserID(le.Sender)
 	if err != nil {
 		return nil, badRequest("send event: sender: %v", err)
@@ -298,7 +304,7 @@ func (e *Engine) SendEvent(ctx context.Context, roomID string, le LocalEvent) (*
 	if err := rooms.CheckAuth(ev, current); err != nil {
 		return nil, forbidden("send event: %v", err)
 	}
-	if err := e.commitLocal(ctx, h, roomID, ev, current); err != nil {
+	if err := e.commitLocal(ctx, h, roomID, ev, current, lt); err != nil {
 		return nil, fmt.Errorf("send event: %w", err)
 	}
 	return ev, nil
@@ -306,8 +312,9 @@ func (e *Engine) SendEvent(ctx context.Context, roomID string, le LocalEvent) (*
 
 // commitLocal persists a local event built on the room's head h (locked)
 // and authorised by current, queues it for the other servers in the room,
-// logs it for the host and moves the head.
-func (e *Engine) commitLocal(ctx context.Context, h *roomHead, roomID string, ev *rooms.Event, current map[rooms.StateTuple]*rooms.Event) error {
+// logs it for the host and moves the head. A non-nil lt is recorded in
+// the same transaction.
+func (e *Engine) commitLocal(ctx context.Context, h *roomHead, roomID string, ev *rooms.Event, current map[rooms.StateTuple]*rooms.Event, lt *store.LocalTxn) error {
 	extremities := ev.PrevEvents()
 	// The state before a local event is the current state: the state
 	// after the only extremity, or the resolution of several.
@@ -330,7 +337,7 @@ func (e *Engine) commitLocal(ctx context.Context, h *roomHead, roomID string, ev
 		CurrentState: &store.StateRef{AfterEvent: ev.EventID()},
 		HostLog:      []store.HostLogEntry{{Kind: store.HostEvent, RoomID: roomID, EventID: ev.EventID()}},
 	}
-	if err := e.persist(ctx, batch); err != nil {
+	if err := e.persistFor(ctx, batch, lt); err != nil {
 		return err
 	}
 	e.accepted(ctx, h, roomID, withEvent(h.current, ev))

@@ -415,6 +415,12 @@ func (e *Engine) judge(ctx context.Context, origin string, h *roomHead, ev *room
 
 // persist writes a batch and remembers its events as stored.
 func (e *Engine) persist(ctx context.Context, b store.Batch) error {
+	return e.persistFor(ctx, b, nil)
+}
+
+// persistFor is persist; a non-nil lt, the local transaction of the
+// batch's one event, is recorded in the same database transaction.
+func (e *Engine) persistFor(ctx context.Context, b store.Batch, lt *store.LocalTxn) error {
 	ids := make([]string, 0, len(b.Events))
 	for _, ne := range b.Events {
 		ids = append(ids, ne.Event.EventID())
@@ -423,7 +429,13 @@ func (e *Engine) persist(ctx context.Context, b store.Batch) error {
 	if err := e.filterDestinations(ctx, &b); err != nil {
 		return err
 	}
-	res, err := e.Store.PersistEvents(ctx, b)
+	var res store.PersistResult
+	var err error
+	if lt != nil {
+		res, err = e.Store.PersistEventsForTxn(ctx, b, *lt)
+	} else {
+		res, err = e.Store.PersistEvents(ctx, b)
+	}
 	if err != nil {
 		return err
 	}

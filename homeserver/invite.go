@@ -104,7 +104,7 @@ func (e *Engine) Invite(ctx context.Context, roomID, sender, invitee string) (*r
 			return ev, nil
 		}
 	}
-	if err := e.commitLocal(ctx, h, roomID, ev, current); err != nil {
+	if err := e.commitLocal(ctx, h, roomID, ev, current, nil); err != nil {
 		return nil, fmt.Errorf("invite: %w", err)
 	}
 	return ev, nil

@@ -26,6 +26,12 @@ type Leaver interface {
 // send_leave v2); the accepted leave is kept as an outlier and the room
 // marked left. It returns the leave event.
 func (e *Engine) LeaveRoom(ctx context.Context, roomID, userID string, via []string) (*rooms.Event, error) {
+	return e.LeaveRoomWithReason(ctx, roomID, userID, "", via)
+}
+
+// LeaveRoomWithReason is LeaveRoom with a reason, which, when not empty,
+// goes into the leave's content.
+func (e *Engine) LeaveRoomWithReason(ctx context.Context, roomID, userID, reason string, via []string) (*rooms.Event, error) {
 	user, err := rooms.ParseUserID(userID)
 	if err != nil {
 		return nil, badRequest("leave: user: %v", err)
@@ -42,9 +48,13 @@ func (e *Engine) LeaveRoom(ctx context.Context, roomID, userID string, via []str
 		// residents to ask.
 		via = servers
 	}
+	content := map[string]any{"membership": "leave"}
+	if reason != "" {
+		content["reason"] = reason
+	}
 	if here {
 		return e.SendEvent(ctx, roomID, LocalEvent{Type: "m.room.member", StateKey: rooms.StringPtr(userID), Sender: userID,
-			Content: map[string]any{"membership": "leave"}})
+			Content: content})
 	}
 	leaver, ok := e.Remote.(Leaver)
 	if !ok {
@@ -55,7 +65,7 @@ func (e *Engine) LeaveRoom(ctx context.Context, roomID, userID string, via []str
 		if server == e.ServerName || server == "" {
 			continue
 		}
-		ev, err := e.leaveVia(ctx, leaver, server, roomID, userID)
+		ev, err := e.leaveVia(ctx, leaver, server, roomID, userID, content)
 		if err == nil {
 			e.Logger.Info().Str(fieldRoomID, roomID).Str("via", server).Str("user", userID).Msg("left a remote room")
 			return ev, nil
@@ -73,7 +83,7 @@ func (e *Engine) LeaveRoom(ctx context.Context, roomID, userID string, via []str
 }
 
 // leaveVia runs the leave handshake with one resident server.
-func (e *Engine) leaveVia(ctx context.Context, leaver Leaver, server, roomID, userID string) (*rooms.Event, error) {
+func (e *Engine) leaveVia(ctx context.Context, leaver Leaver, server, roomID, userID string, content map[string]any) (*rooms.Event, error) {
 	versionID, rawTemplate, err := leaver.MakeLeave(ctx, server, roomID, userID)
 	if err != nil {
 		return nil, fmt.Errorf("make_leave: %w", err)
@@ -86,7 +96,7 @@ func (e *Engine) leaveVia(ctx context.Context, leaver Leaver, server, roomID, us
 	if err != nil {
 		return nil, fmt.Errorf("make_leave: %w", err)
 	}
-	t.Content = map[string]any{"membership": "leave"}
+	t.Content = content
 	t.OriginServerTS = e.now().UnixMilli()
 	ev, err := rooms.BuildEvent(v, t, e.Signer)
 	if err != nil {
