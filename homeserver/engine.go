@@ -89,6 +89,10 @@ type Engine struct {
 	// DestinationAllowed, when set, filters the servers events and EDUs
 	// are queued for (the federation allow / deny list).
 	DestinationAllowed func(server string) bool
+	// AutoRegisterUsers makes invites from other servers for local users
+	// that are not registered create them; when false such invites are
+	// refused (403).
+	AutoRegisterUsers bool
 
 	locksMu sync.Mutex
 	locks   map[string]*roomLock

@@ -213,6 +213,9 @@ func (e *Engine) ReceiveInvite(ctx context.Context, origin, roomID, eventID, roo
 	case serverOf(sk) != e.ServerName:
 		return nil, badRequest("invite: the invitee %s is not a user of %s", sk, e.ServerName)
 	}
+	if err := e.inviteeRegistered(ctx, sk); err != nil {
+		return nil, err
+	}
 	if e.Keys == nil {
 		return nil, errors.New("invite: no key source to verify signatures")
 	}
@@ -288,4 +291,24 @@ func checkInviteRoomState(v rooms.Version, roomID string, state [][]byte, lookup
 		return errors.New("the room's create event is missing")
 	}
 	return checkCreateNamesRoom(v, create, roomID)
+}
+
+// inviteeRegistered checks that the local user an invite is for exists,
+// registering it when AutoRegisterUsers is on.
+func (e *Engine) inviteeRegistered(ctx context.Context, userID string) error {
+	_, err := e.Store.User(ctx, userID)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("invite: %w", err)
+	}
+	if !e.AutoRegisterUsers {
+		return forbidden("invite: %s is not a registered user of %s", userID, e.ServerName)
+	}
+	if err := e.Store.PutUser(ctx, store.User{ID: userID}); err != nil {
+		return fmt.Errorf("invite: register %s: %w", userID, err)
+	}
+	e.Logger.Info().Str("user", userID).Msg("user registered by an invite from another server")
+	return nil
 }

@@ -31,6 +31,7 @@ func TestInviteRejectJoinLeave(t *testing.T) {
 			a, b := nodes[0], nodes[1]
 			ctx := testContext(t)
 			alice, bob := a.User("alice"), b.User("bob")
+			registerUsers(t, b, bob)
 			roomID, err := a.Engine.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: version, Preset: homeserver.PresetPrivateChat})
 			if err != nil {
 				t.Fatal(err)
@@ -154,6 +155,15 @@ func TestServeInvite_BadInputs(t *testing.T) {
 		}
 	}
 	bob := b.User("bob")
+	registerUsers(t, b, bob)
+	t.Run("invitee not registered", func(t *testing.T) {
+		ev := inviteOf(t, b.User("nobody"))
+		_, err := a.Client.SendInvite(ctx, b.Name, roomID, ev.EventID(), "12", ev.JSON(), [][]byte{createJSON})
+		wantStatus(t, err, http.StatusForbidden, "M_FORBIDDEN")
+		if _, err := b.DB.Event(ctx, ev.EventID()); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("the refused invite was stored: %v", err)
+		}
+	})
 	t.Run("unsupported room version", func(t *testing.T) {
 		ev := inviteOf(t, bob)
 		_, err := a.Client.SendInvite(ctx, b.Name, roomID, ev.EventID(), "1", ev.JSON(), [][]byte{createJSON})
@@ -259,6 +269,7 @@ func TestKnock(t *testing.T) {
 			a, b := nodes[0], nodes[1]
 			ctx := testContext(t)
 			alice, bob := a.User("alice"), b.User("bob")
+			registerUsers(t, b, bob)
 			roomID, err := a.Engine.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: version, Preset: homeserver.PresetPrivateChat})
 			if err != nil {
 				t.Fatal(err)
@@ -308,6 +319,7 @@ func TestModerationAcrossServers(t *testing.T) {
 	a, b := nodes[0], nodes[1]
 	ctx := testContext(t)
 	alice, bob := a.User("alice"), b.User("bob")
+	registerUsers(t, b, bob)
 	roomID, err := a.Engine.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: "12", Preset: homeserver.PresetPublicChat})
 	if err != nil {
 		t.Fatal(err)
@@ -387,6 +399,8 @@ func TestInvite_RoomMovesMeanwhile(t *testing.T) {
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	ctx := testContext(t)
 	alice, bob, carol := a.User("alice"), b.User("bob"), c.User("carol")
+	registerUsers(t, b, bob)
+	registerUsers(t, c, carol)
 	roomID, err := a.Engine.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: "12", Preset: homeserver.PresetPublicChat})
 	if err != nil {
 		t.Fatal(err)
