@@ -35,18 +35,18 @@ func TestServe_DeliversWhatAStoppedServerMissed(t *testing.T) {
 	nameA, nameD := envA["FERRY_SERVER_NAME"], envD["FERRY_SERVER_NAME"]
 	a, d := startServe(t, envA), startServe(t, envD)
 	alice, dave := "@alice:"+nameA, "@dave:"+nameD
-	roomID, err := a.inst.engine.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: "12", Preset: homeserver.PresetPublicChat})
+	roomID, err := a.inst.Engine().CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: "12", Preset: homeserver.PresetPublicChat})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.inst.engine.JoinRoom(ctx, roomID, dave, []string{nameA}); err != nil {
+	if _, err := d.inst.Engine().JoinRoom(ctx, roomID, dave, []string{nameA}); err != nil {
 		t.Fatal(err)
 	}
 
 	d.stop()
 	sent := make([]string, 0, 200)
 	for i := range 200 {
-		ev, err := a.inst.engine.SendEvent(ctx, roomID, homeserver.LocalEvent{
+		ev, err := a.inst.Engine().SendEvent(ctx, roomID, homeserver.LocalEvent{
 			Type: "m.room.message", Sender: alice, Content: map[string]any{"body": fmt.Sprintf("while D is down %d", i)},
 		})
 		if err != nil {
@@ -65,7 +65,7 @@ func TestServe_DeliversWhatAStoppedServerMissed(t *testing.T) {
 
 	d = startServe(t, envD)
 	// D is back and heard from: A's backoff of D ends.
-	if _, err := d.inst.engine.SendEvent(ctx, roomID, homeserver.LocalEvent{
+	if _, err := d.inst.Engine().SendEvent(ctx, roomID, homeserver.LocalEvent{
 		Type: "m.room.message", Sender: dave, Content: map[string]any{"body": "back"},
 	}); err != nil {
 		t.Fatal(err)
@@ -73,7 +73,7 @@ func TestServe_DeliversWhatAStoppedServerMissed(t *testing.T) {
 	deadline := time.Now().Add(60 * time.Second)
 	for _, id := range sent {
 		for {
-			if _, err := d.inst.db.Event(ctx, id); err == nil {
+			if _, err := d.inst.Store().Event(ctx, id); err == nil {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -82,11 +82,11 @@ func TestServe_DeliversWhatAStoppedServerMissed(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	stateA, err := a.inst.db.CurrentState(ctx, roomID)
+	stateA, err := a.inst.Store().CurrentState(ctx, roomID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	stateD, err := d.inst.db.CurrentState(ctx, roomID)
+	stateD, err := d.inst.Store().CurrentState(ctx, roomID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func waitHealth(t *testing.T, r *running, dest, what string, cond func(homeserve
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		all, err := r.inst.delivery.Health(context.Background())
+		all, err := r.inst.Delivery().Health(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -21,24 +21,24 @@ func TestServe_DeliversLocalEvents(t *testing.T) {
 	b, nameB := startFederating(t)
 	ctx := context.Background()
 	alice := "@alice:" + nameA
-	roomID, err := a.inst.engine.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: "12", Preset: homeserver.PresetPublicChat})
+	roomID, err := a.inst.Engine().CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: "12", Preset: homeserver.PresetPublicChat})
 	if err != nil {
 		t.Fatal(err)
 	}
 	bob := "@bob:" + nameB
-	join := joinOn(t, a.inst.db, roomID, bob, b.inst.keys.Signer(nameB))
-	res, err := b.inst.client.SendTransaction(ctx, nameA, "join-1", []json.RawMessage{join.JSON()}, nil)
+	join := joinOn(t, a.inst.Store(), roomID, bob, b.inst.Keys().Signer(nameB))
+	res, err := b.inst.Client().SendTransaction(ctx, nameA, "join-1", []json.RawMessage{join.JSON()}, nil)
 	if err != nil || res[join.EventID()] != "" {
 		t.Fatalf("join: %v, %v", res, err)
 	}
-	if _, err := a.inst.engine.SendEvent(ctx, roomID, homeserver.LocalEvent{
+	if _, err := a.inst.Engine().SendEvent(ctx, roomID, homeserver.LocalEvent{
 		Type: "m.room.message", Sender: alice, Content: map[string]any{"body": "hello B"},
 	}); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		all, err := a.inst.delivery.Health(ctx)
+		all, err := a.inst.Delivery().Health(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -6,7 +6,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"github.com/ferry-matrix/ferry"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -47,7 +49,7 @@ func (b *lockedBuffer) String() string {
 
 // running is a `ferry serve` started in-process.
 type running struct {
-	inst   *instance
+	inst   *ferry.Server
 	stop   func() int // cancels, waits, returns the exit status
 	stderr *lockedBuffer
 }
@@ -57,16 +59,21 @@ type running struct {
 // listens.
 func startServe(t *testing.T, env map[string]string) *running {
 	t.Helper()
+	if _, set := env["FERRY_HOST_LISTEN"]; !set {
+		// Tests run in parallel: never the fixed default port.
+		env = maps.Clone(env)
+		env["FERRY_HOST_LISTEN"] = "127.0.0.1:0"
+	}
 	cfgFile := filepath.Join(t.TempDir(), "empty.toml")
 	if err := os.WriteFile(cfgFile, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan *instance, 1)
+	ready := make(chan *ferry.Server, 1)
 	exit := make(chan int, 1)
 	stderr := &lockedBuffer{}
 	go func() {
-		exit <- serve(ctx, []string{"-config", cfgFile}, envMap(env), stderr, func(i *instance) { ready <- i })
+		exit <- serve(ctx, []string{"-config", cfgFile}, envMap(env), stderr, func(i *ferry.Server) { ready <- i })
 	}()
 	r := &running{stderr: stderr}
 	stopped := false
@@ -129,7 +136,7 @@ func get(t *testing.T, client *http.Client, url string) []byte {
 func fetchKeys(t *testing.T, r *running, dataDir, serverName string) (keyID string, public string) {
 	t.Helper()
 	client := tlsClient(t, dataDir, "localhost")
-	body := get(t, client, r.inst.federation.URL()+"/_matrix/key/v2/server")
+	body := get(t, client, r.inst.Federation().URL()+"/_matrix/key/v2/server")
 	var doc struct {
 		ServerName   string `json:"server_name"`
 		ValidUntilTS int64  `json:"valid_until_ts"`
@@ -177,16 +184,16 @@ func TestServe_KeysAndVersionOverTLS(t *testing.T) {
 		"FERRY_SERVER_NAME":       "localhost:18448",
 	}
 	first := startServe(t, env)
-	if !strings.HasPrefix(first.inst.federation.URL(), "https://127.0.0.1:") {
-		t.Fatalf("federation URL %q", first.inst.federation.URL())
+	if !strings.HasPrefix(first.inst.Federation().URL(), "https://127.0.0.1:") {
+		t.Fatalf("federation URL %q", first.inst.Federation().URL())
 	}
 	keyID, public := fetchKeys(t, first, dataDir, "localhost:18448")
-	if keyID != first.inst.keys.Current[0].KeyID() {
-		t.Errorf("published %s, signing with %s", keyID, first.inst.keys.Current[0].KeyID())
+	if keyID != first.inst.Keys().Current[0].KeyID() {
+		t.Errorf("published %s, signing with %s", keyID, first.inst.Keys().Current[0].KeyID())
 	}
 
 	client := tlsClient(t, dataDir, "localhost")
-	body := get(t, client, first.inst.federation.URL()+"/_matrix/federation/v1/version")
+	body := get(t, client, first.inst.Federation().URL()+"/_matrix/federation/v1/version")
 	var v struct {
 		Server struct{ Name, Version string } `json:"server"`
 	}
@@ -223,7 +230,7 @@ func TestServe_PlainHTTP(t *testing.T) {
 		"FERRY_FEDERATION_PLAIN_HTTP":        "true",
 		"FERRY_FEDERATION_WELL_KNOWN_SERVER": "matrix.example.org:443",
 	})
-	url := r.inst.federation.URL()
+	url := r.inst.Federation().URL()
 	if !strings.HasPrefix(url, "http://") {
 		t.Fatalf("URL %q", url)
 	}
@@ -294,7 +301,7 @@ func TestServe_BindError(t *testing.T) {
 	var stderr bytes.Buffer
 	code := serve(context.Background(), []string{"-config", os.DevNull}, envMap(map[string]string{
 		"FERRY_DATA_DIR":          t.TempDir(),
-		"FERRY_FEDERATION_LISTEN": r.inst.federation.ListenAddr().String(),
+		"FERRY_FEDERATION_LISTEN": r.inst.Federation().ListenAddr().String(),
 	}), &stderr, nil)
 	if code == 0 || !strings.Contains(stderr.String(), "federation listener") {
 		t.Errorf("exit %d, stderr:\n%s", code, stderr.String())

@@ -49,40 +49,40 @@ func TestServe_WiresStoreEngineAndDirectory(t *testing.T) {
 	ctx := context.Background()
 
 	alice := "@alice:" + nameA
-	if err := a.inst.db.PutUser(ctx, store.User{ID: alice, DisplayName: "Alice"}); err != nil {
+	if err := a.inst.Store().PutUser(ctx, store.User{ID: alice, DisplayName: "Alice"}); err != nil {
 		t.Fatal(err)
 	}
-	roomID, err := a.inst.engine.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: "12", Preset: "public_chat"})
+	roomID, err := a.inst.Engine().CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: "12", Preset: "public_chat"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	alias := "#lobby:" + nameA
-	if err := a.inst.db.PutAlias(ctx, store.Alias{Alias: alias, RoomID: roomID, Creator: alice}); err != nil {
+	if err := a.inst.Store().PutAlias(ctx, store.Alias{Alias: alias, RoomID: roomID, Creator: alice}); err != nil {
 		t.Fatal(err)
 	}
 
-	entry, err := b.inst.client.QueryDirectory(ctx, alias)
+	entry, err := b.inst.Client().QueryDirectory(ctx, alias)
 	if err != nil {
 		t.Fatalf("query directory from B: %v", err)
 	}
 	if entry.RoomID != roomID || len(entry.Servers) == 0 || entry.Servers[0] != nameA {
 		t.Fatalf("directory entry %+v, want room %s via %s", entry, roomID, nameA)
 	}
-	profile, err := b.inst.client.QueryProfile(ctx, alice, "displayname")
+	profile, err := b.inst.Client().QueryProfile(ctx, alice, "displayname")
 	if err != nil || profile["displayname"] != "Alice" {
 		t.Fatalf("profile = %v, %v", profile, err)
 	}
-	_, err = b.inst.client.QueryProfile(ctx, "@nobody:"+nameA, "")
+	_, err = b.inst.Client().QueryProfile(ctx, "@nobody:"+nameA, "")
 	var httpErr *federation.HTTPError
 	if !errors.As(err, &httpErr) || httpErr.Status != 404 || httpErr.ErrCode != "M_NOT_FOUND" {
 		t.Fatalf("unknown user: %v, want 404 M_NOT_FOUND", err)
 	}
 
-	_, err = b.inst.client.QueryProfile(ctx, alice, "shoe_size")
+	_, err = b.inst.Client().QueryProfile(ctx, alice, "shoe_size")
 	if !errors.As(err, &httpErr) || httpErr.Status != 400 {
 		t.Fatalf("unknown profile field: %v, want 400", err)
 	}
-	_, err = b.inst.client.QueryDirectory(ctx, "#missing:"+nameA)
+	_, err = b.inst.Client().QueryDirectory(ctx, "#missing:"+nameA)
 	if !errors.As(err, &httpErr) || httpErr.Status != 404 {
 		t.Fatalf("unknown alias: %v, want 404", err)
 	}
@@ -91,13 +91,13 @@ func TestServe_WiresStoreEngineAndDirectory(t *testing.T) {
 	// the room endpoints are routed to the engine.
 	// In version 12 the room ID names the create event.
 	createID := "$" + roomID[1:]
-	_, _, err = b.inst.client.StateIDs(ctx, nameA, roomID, createID)
+	_, _, err = b.inst.Client().StateIDs(ctx, nameA, roomID, createID)
 	if !errors.As(err, &httpErr) || httpErr.Status != 403 {
 		t.Fatalf("state_ids from a server not in the room: %v, want 403", err)
 	}
 
 	// A verified B's requests, so B's key is in A's database.
-	stored, err := a.inst.db.LoadServerKeys(ctx, nameB)
+	stored, err := a.inst.Store().LoadServerKeys(ctx, nameB)
 	if err != nil || len(stored) == 0 {
 		t.Fatalf("A stored no key of B: %v %v", stored, err)
 	}
