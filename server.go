@@ -163,6 +163,7 @@ func Start(cfg *config.Config, opts Options) (_ *Server, err error) {
 		Logger:             logger.With().Str("component", "engine").Logger(),
 		OnQueued:           func(dests []string) { s.delivery.Notify(dests...) },
 		DestinationAllowed: policy.Allowed,
+		AutoRegisterUsers:  cfg.Host.AutoRegisterUsers,
 	}
 	s.host = &homeserver.Host{
 		Engine:             s.engine,
