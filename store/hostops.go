@@ -15,7 +15,7 @@ type hostQueries struct {
 	localTxn, insertLocalTxn       string
 	timelineBefore, timelineAfter  string
 	timelineNewest, timelineOldest string
-	timelinePosOf, roomHasEvents   string
+	timelinePosOf, timelineAt      string
 	heldTimelineIDs                string
 }
 
@@ -51,6 +51,8 @@ var sqliteHostQueries = hostQueries{
 		WHERE e.room_nid = ?1 AND ` + sqliteTimelineCond + `
 		ORDER BY e.depth ASC, e.event_nid ASC LIMIT ?2`,
 	timelinePosOf: `SELECT e.event_nid, e.depth FROM events e WHERE e.event_id = ? AND e.room_nid = ? AND ` + sqliteTimelineCond,
+	timelineAt: `SELECT e.event_nid, e.depth, ` + sqliteEventCols + ` FROM events e JOIN rooms r ON r.room_nid = e.room_nid
+		WHERE e.event_nid = ?2 AND e.room_nid = ?1 AND e.depth = ?3 AND ` + sqliteTimelineCond,
 	heldTimelineIDs: `SELECT e.event_id FROM events e WHERE e.event_id IN (SELECT value FROM json_each(?)) AND ` +
 		sqliteTimelineCond,
 }
@@ -237,6 +239,28 @@ func (db *DB) HeldTimelineEvents(ctx context.Context, ids []string) (map[string]
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: held timeline events: %w", err)
+	}
+	return out, nil
+}
+
+// TimelineAt returns the timeline event of a room at pos; ErrNotFound
+// when there is none.
+func (db *DB) TimelineAt(ctx context.Context, roomID string, pos TimelinePos) (TimelineEvent, error) {
+	var out TimelineEvent
+	err := db.read(ctx, func(t *txn) error {
+		roomNID, err := db.roomNID(t, roomID)
+		if err != nil {
+			return err
+		}
+		se, err := scanEvent(t.queryRow(db.hq().timelineAt, roomNID, pos.NID, pos.Depth), &out.Pos.NID, &out.Pos.Depth)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("timeline position %d/%d: %w", pos.Depth, pos.NID, ErrNotFound)
+		}
+		out.Event = se
+		return err
+	})
+	if err != nil {
+		return TimelineEvent{}, fmt.Errorf("store: timeline at: %w", err)
 	}
 	return out, nil
 }
