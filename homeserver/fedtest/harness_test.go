@@ -7,15 +7,17 @@ package fedtest
 
 import (
 	"context"
-	"crypto/rand"
+	crand "crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -42,7 +44,9 @@ const waitTimeout = 20 * time.Second
 
 // node is one running server, wired as cmd/ferry's start wires it, except
 // that the federation handler is served on a listener the harness opened
-// first, so the server name can name its port.
+// first, so the server name can name its port. A node can be stopped
+// (gracefully or as a crash) and started again on the same data
+// directory and port: the fields then name the new components.
 type node struct {
 	Name   string
 	Own    *keys.Own
@@ -53,8 +57,56 @@ type node struct {
 	Fed    *federation.Server
 	// Remote is the engine's remote: the client, with hooks for tests.
 	Remote *hookedRemote
+	// Delivery is the outbound delivery, nil unless the node delivers.
+	Delivery *homeserver.Delivery
 
 	txn int
+
+	opts    nodeOptions
+	dir     string
+	running *runningParts
+}
+
+// nodeOptions shape a node.
+type nodeOptions struct {
+	// Delivering runs the engine's outbound delivery; without it, queued
+	// events wait for Flush.
+	Delivering bool
+	// Net, when set, stands between this node and the others: its faults
+	// decide what the node's federation listener answers to each origin.
+	Net *network
+	// Engine bounds (zero: the engine's defaults).
+	FetchTimeout     time.Duration
+	MaxFetchedEvents int
+	// RequestTimeout bounds each outbound request (zero: the client's
+	// default).
+	RequestTimeout time.Duration
+	// BackoffBase and BackoffMax shape the delivery's backoff (zero: the
+	// defaults, which are far too long for a test that heals partitions).
+	BackoffBase, BackoffMax time.Duration
+}
+
+// stressOptions are the options of the stress scenarios: delivering
+// nodes behind a fault injector, with short timeouts and backoff so that
+// healing and restarts take effect in milliseconds, not minutes.
+func stressOptions(net *network) nodeOptions {
+	return nodeOptions{
+		Delivering:     true,
+		Net:            net,
+		FetchTimeout:   3 * time.Second,
+		RequestTimeout: 3 * time.Second,
+		BackoffBase:    20 * time.Millisecond,
+		BackoffMax:     200 * time.Millisecond,
+	}
+}
+
+// runningParts are what one start of a node opened, closed in reverse.
+type runningParts struct {
+	srv      *http.Server
+	served   chan struct{}
+	delivery *homeserver.Delivery
+	client   *federation.Client
+	db       *store.DB
 }
 
 // testLogger writes errors to the test log.
@@ -71,61 +123,102 @@ func startNode(t *testing.T) *node { return startNodeWith(t, false) }
 // needed (nor to be used).
 func startNodeWith(t *testing.T, delivering bool) *node {
 	t.Helper()
-	ctx := context.Background()
+	return startNodeOpts(t, nodeOptions{Delivering: delivering})
+}
+
+// startNodeOpts starts one server shaped by opts; it stops when the test
+// ends.
+func startNodeOpts(t *testing.T, opts nodeOptions) *node {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	name := ln.Addr().String()
-	dir := t.TempDir()
-	log := testLogger(t, name)
+	n := &node{Name: ln.Addr().String(), dir: t.TempDir(), opts: opts}
+	t.Cleanup(func() { n.stop(false) })
+	if err := n.start(t, ln); err != nil {
+		t.Fatalf("start %s: %v", n.Name, err)
+	}
+	return n
+}
 
-	own, _, err := keys.LoadOrGenerate(dir, rand.Reader)
-	if err != nil {
+// start opens the node's store, keys, engine and listener; ln is the
+// listener to serve on, or nil to listen again on the node's address.
+func (n *node) start(t *testing.T, ln net.Listener) error {
+	ctx := context.Background()
+	if ln == nil {
+		var err error
+		// The port was ours a moment ago; another test may grab it in
+		// between only by a rare accident, so a refusal is retried.
+		for attempt := 0; ; attempt++ {
+			ln, err = net.Listen("tcp", n.Name)
+			if err == nil || attempt == 50 {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if err != nil {
+			return fmt.Errorf("listen again on %s: %w", n.Name, err)
+		}
+	}
+	name := n.Name
+	log := testLogger(t, name)
+	parts := &runningParts{}
+	fail := func(err error) error {
 		ln.Close()
-		t.Fatal(err)
+		n.closeParts(parts, true)
+		return err
+	}
+	own, _, err := keys.LoadOrGenerate(n.dir, crand.Reader)
+	if err != nil {
+		return fail(err)
 	}
 	dbLog := log.With().Str("component", "store").Logger()
-	db, err := store.Open(ctx, filepath.Join(dir, "ferry.db"), store.Options{Logger: &dbLog, Synchronous: "NORMAL"})
+	db, err := store.Open(ctx, filepath.Join(n.dir, "ferry.db"), store.Options{Logger: &dbLog, Synchronous: "NORMAL"})
 	if err != nil {
-		ln.Close()
-		t.Fatal(err)
+		return fail(err)
 	}
-	t.Cleanup(func() { db.Close() })
+	parts.db = db
 	client, err := federation.NewClient(federation.ClientConfig{
 		ServerName:            name,
 		Keys:                  own,
 		InsecureSkipVerify:    true,
 		AllowPrivateAddresses: true,
+		RequestTimeout:        n.opts.RequestTimeout,
+		ResponseHeaderTimeout: n.opts.RequestTimeout,
 		Logger:                log.With().Str("component", "federation_client").Logger(),
 	})
 	if err != nil {
-		ln.Close()
-		t.Fatal(err)
+		return fail(err)
 	}
-	t.Cleanup(client.Close)
+	parts.client = client
 	ring, err := keys.NewRing(keys.RingConfig{ServerName: name, Own: own, Fetcher: client, Cache: db})
 	if err != nil {
-		ln.Close()
-		t.Fatal(err)
+		return fail(err)
 	}
 	remote := &hookedRemote{Client: client}
 	engine := &homeserver.Engine{
-		ServerName: name,
-		Signer:     own.Signer(name),
-		Store:      db,
-		Keys:       ring,
-		Remote:     remote,
-		Logger:     log.With().Str("component", "engine").Logger(),
+		ServerName:       name,
+		Signer:           own.Signer(name),
+		Store:            db,
+		Keys:             ring,
+		Remote:           remote,
+		Logger:           log.With().Str("component", "engine").Logger(),
+		FetchTimeout:     n.opts.FetchTimeout,
+		MaxFetchedEvents: n.opts.MaxFetchedEvents,
 	}
-	if delivering {
-		d := &homeserver.Delivery{ServerName: name, Store: db, Transport: clientTransport{client}, Logger: log.With().Str("component", "delivery").Logger()}
-		if err := d.Start(context.Background()); err != nil {
-			ln.Close()
-			t.Fatal(err)
+	var delivery *homeserver.Delivery
+	if n.opts.Delivering {
+		delivery = &homeserver.Delivery{
+			ServerName: name, Store: db, Transport: clientTransport{client},
+			BackoffBase: n.opts.BackoffBase, BackoffMax: n.opts.BackoffMax,
+			Logger: log.With().Str("component", "delivery").Logger(),
 		}
-		t.Cleanup(d.Close)
-		engine.OnQueued = func(dests []string) { d.Notify(dests...) }
+		if err := delivery.Start(context.Background()); err != nil {
+			return fail(err)
+		}
+		parts.delivery = delivery
+		engine.OnQueued = func(dests []string) { delivery.Notify(dests...) }
 	}
 	fed := federation.NewServer(name, own)
 	fed.KeyRing = ring
@@ -133,28 +226,78 @@ func startNodeWith(t *testing.T, delivering bool) *node {
 	fed.Directory = engine
 	fed.Logger = log.With().Str("component", "federation").Logger()
 
-	cert, _, err := federation.LoadOrCreateSelfSigned(dir, name, time.Now())
+	cert, _, err := federation.LoadOrCreateSelfSigned(n.dir, name, time.Now())
 	if err != nil {
-		ln.Close()
-		t.Fatal(err)
+		return fail(err)
 	}
-	srv := &http.Server{Handler: fed.Handler(), TLSConfig: federation.TLSConfig(cert), ReadHeaderTimeout: 10 * time.Second}
-	done := make(chan struct{})
+	var handler http.Handler = fed.Handler()
+	if n.opts.Net != nil {
+		n.opts.Net.started(name)
+		handler = n.opts.Net.handler(name, handler, delivery)
+	}
+	srv := &http.Server{Handler: handler, TLSConfig: federation.TLSConfig(cert), ReadHeaderTimeout: 10 * time.Second}
+	parts.srv, parts.served = srv, make(chan struct{})
 	go func() {
-		defer close(done)
+		defer close(parts.served)
 		if err := srv.ServeTLS(ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
 			t.Errorf("server %s stopped: %v", name, err)
 		}
 	}()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			srv.Close()
+	n.Own, n.DB, n.Client, n.Ring, n.Engine, n.Fed, n.Remote, n.Delivery = own, db, client, ring, engine, fed, remote, delivery
+	n.running = parts
+	return nil
+}
+
+// stop stops the node if it runs. Graceful: the listener drains, the
+// delivery stops, the store closes. Crash: the listener and every
+// connection are cut at once, requests in progress fail against a store
+// that is closed under them, and the engine's memory is dropped; only
+// what the store committed survives, as after kill -9.
+func (n *node) stop(crash bool) {
+	parts := n.running
+	if parts == nil {
+		return
+	}
+	n.running = nil
+	n.closeParts(parts, crash)
+}
+
+func (n *node) closeParts(parts *runningParts, crash bool) {
+	if parts.srv != nil {
+		if n.opts.Net != nil {
+			// Requests held by a hanging fault end with the listener.
+			n.opts.Net.releaseTo(n.Name)
 		}
-		<-done
-	})
-	return &node{Name: name, Own: own, DB: db, Client: client, Ring: ring, Engine: engine, Fed: fed, Remote: remote}
+		if crash {
+			parts.srv.Close()
+		} else {
+			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+			if err := parts.srv.Shutdown(ctx); err != nil {
+				parts.srv.Close()
+			}
+			cancel()
+		}
+		<-parts.served
+	}
+	if parts.delivery != nil {
+		parts.delivery.Close()
+	}
+	if parts.client != nil {
+		parts.client.Close()
+	}
+	if parts.db != nil {
+		parts.db.Close()
+	}
+}
+
+// Restart stops the node (crash or graceful) and starts it again on the
+// same data directory and port.
+func (n *node) Restart(t *testing.T, crash bool) {
+	t.Helper()
+	n.stop(crash)
+	if err := n.start(t, nil); err != nil {
+		t.Fatalf("restart %s: %v", n.Name, err)
+	}
 }
 
 // hookedRemote is the federation client as the engine's remote, with a
@@ -199,6 +342,17 @@ func startDeliveringNodes(t *testing.T, n int) []*node {
 	out := make([]*node, n)
 	for i := range out {
 		out[i] = startNodeWith(t, true)
+	}
+	return out
+}
+
+// startStressNodes starts n delivering servers behind the fault injector
+// net, with stressOptions.
+func startStressNodes(t *testing.T, net *network, n int) []*node {
+	t.Helper()
+	out := make([]*node, n)
+	for i := range out {
+		out[i] = startNodeOpts(t, stressOptions(net))
 	}
 	return out
 }
@@ -404,4 +558,253 @@ func testContext(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), 2*waitTimeout)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// cluster is the frame of a stress scenario: delivering nodes behind one
+// fault injector, the scenario's seeded random source, and per room the
+// events the scenario saw acknowledged since the room's baseline, which
+// every server must end up holding.
+type cluster struct {
+	t     *testing.T
+	Nodes []*node
+	Net   *network
+	Rand  *rand.Rand
+	Seed  int64
+
+	mu        sync.Mutex
+	sent      map[string]map[string]bool // room -> acknowledged event IDs
+	baselines map[string]map[string]int64
+}
+
+// newCluster starts n stress nodes and the scenario's random source.
+func newCluster(t *testing.T, n int) *cluster {
+	t.Helper()
+	rng, seed := scenarioRand(t)
+	nw := newNetwork()
+	return &cluster{
+		t: t, Nodes: startStressNodes(t, nw, n), Net: nw, Rand: rng, Seed: seed,
+		sent: map[string]map[string]bool{}, baselines: map[string]map[string]int64{},
+	}
+}
+
+// Fatalf fails the scenario with its seed in the message.
+func (c *cluster) Fatalf(format string, args ...any) {
+	c.t.Helper()
+	c.t.Fatalf("seed %d: %s", c.Seed, fmt.Sprintf(format, args...))
+}
+
+// Send sends a local event and records it when the engine acknowledged
+// it.
+func (c *cluster) Send(n *node, roomID string, le homeserver.LocalEvent) (*rooms.Event, error) {
+	ev, err := n.Engine.SendEvent(testContext(c.t), roomID, le)
+	if err != nil {
+		return nil, err
+	}
+	c.Record(roomID, ev.EventID())
+	return ev, nil
+}
+
+// Record notes an acknowledged event of the room.
+func (c *cluster) Record(roomID, eventID string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sent[roomID] == nil {
+		c.sent[roomID] = map[string]bool{}
+	}
+	c.sent[roomID][eventID] = true
+}
+
+// Say sends a message that must be accepted locally.
+func (c *cluster) Say(n *node, roomID, sender, body string) string {
+	c.t.Helper()
+	ev, err := c.Send(n, roomID, homeserver.LocalEvent{Type: "m.room.message", Sender: sender, Content: map[string]any{"msgtype": "m.text", "body": body}})
+	if err != nil {
+		c.Fatalf("%s: send as %s: %v", n.Name, sender, err)
+	}
+	return ev.EventID()
+}
+
+// SetState sends a state event that must be accepted locally.
+func (c *cluster) SetState(n *node, roomID, sender, typ, stateKey string, content map[string]any) string {
+	c.t.Helper()
+	ev, err := c.Send(n, roomID, homeserver.LocalEvent{Type: typ, StateKey: rooms.StringPtr(stateKey), Sender: sender, Content: content})
+	if err != nil {
+		c.Fatalf("%s: %s as %s: %v", n.Name, typ, sender, err)
+	}
+	return ev.EventID()
+}
+
+// Baseline marks the room settled: every node holds what came before,
+// and what the convergence checks compare is what comes after (servers
+// that joined later never hold the history before their join).
+func (c *cluster) Baseline(roomID string) {
+	c.t.Helper()
+	heads := map[string]int64{}
+	for _, n := range c.Nodes {
+		head, err := n.DB.HostLogHead(testContext(c.t))
+		if err != nil {
+			c.Fatalf("%s: host log head: %v", n.Name, err)
+		}
+		heads[n.Name] = head
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.baselines[roomID] = heads
+	delete(c.sent, roomID)
+}
+
+// hostEvents returns the event IDs of the room's host log entries after
+// the room's baseline on a node, in log order, duplicates kept.
+func (c *cluster) hostEvents(n *node, roomID string) []string {
+	c.t.Helper()
+	c.mu.Lock()
+	after := c.baselines[roomID][n.Name]
+	c.mu.Unlock()
+	ctx := testContext(c.t)
+	var out []string
+	for {
+		recs, err := n.DB.ReadHostLog(ctx, after, 500)
+		if err != nil {
+			c.Fatalf("%s: read host log: %v", n.Name, err)
+		}
+		for _, r := range recs {
+			if r.Kind == store.HostEvent && r.RoomID == roomID {
+				out = append(out, r.EventID)
+			}
+			after = r.Pos
+		}
+		if len(recs) < 500 {
+			return out
+		}
+	}
+}
+
+// candidates returns every event the room's convergence is judged on:
+// the acknowledged sends and every event any host log shows after the
+// baseline.
+func (c *cluster) candidates(roomID string) []string {
+	c.t.Helper()
+	set := map[string]bool{}
+	c.mu.Lock()
+	for id := range c.sent[roomID] {
+		set[id] = true
+	}
+	c.mu.Unlock()
+	for _, n := range c.Nodes {
+		for _, id := range c.hostEvents(n, roomID) {
+			set[id] = true
+		}
+	}
+	return slices.Sorted(maps.Keys(set))
+}
+
+// missing returns the first node and event of ids the node does not hold
+// in its room graph (absent or an outlier), "" when all hold all.
+func (c *cluster) missing(ids []string) (string, string) {
+	c.t.Helper()
+	ctx := testContext(c.t)
+	for _, n := range c.Nodes {
+		evs, err := n.DB.Events(ctx, ids)
+		if err != nil {
+			c.Fatalf("%s: events: %v", n.Name, err)
+		}
+		held := map[string]bool{}
+		for _, se := range evs {
+			if !se.Outlier {
+				held[se.Event.EventID()] = true
+			}
+		}
+		for _, id := range ids {
+			if !held[id] {
+				return n.Name, id
+			}
+		}
+	}
+	return "", ""
+}
+
+// WaitHeld waits until every node holds every candidate event of the
+// room in its graph. It polls the stores (the events it waits for may be
+// soft-failed, which wakes no host log reader), with a deadline.
+func (c *cluster) WaitHeld(roomID string) {
+	c.t.Helper()
+	deadline := time.Now().Add(2 * waitTimeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ids := c.candidates(roomID)
+		server, id := c.missing(ids)
+		if server == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.Fatalf("%s never got %s of room %s (%d events to hold)", server, id, roomID, len(ids))
+		}
+		<-tick.C
+	}
+}
+
+// Converge checks the room's convergence once the network is healed:
+// every node holds every acknowledged and every host-visible event,
+// judged the same way (rejected or not) everywhere; after each speaker
+// (a local user still joined, by node) has said a word in turn, so that
+// every server's forward extremities merge, all hold the same current
+// state; and each node's host log shows each event it accepted exactly
+// once and nothing else. It returns the number of events compared.
+func (c *cluster) Converge(roomID string, speakers map[*node]string) int {
+	c.t.Helper()
+	c.WaitHeld(roomID)
+	for _, n := range c.Nodes {
+		sender, ok := speakers[n]
+		if !ok {
+			continue
+		}
+		c.Say(n, roomID, sender, "settling on "+n.Name)
+		c.WaitHeld(roomID)
+	}
+	requireSameState(c.t, roomID, c.Nodes...)
+
+	ids := c.candidates(roomID)
+	ctx := testContext(c.t)
+	rejected := map[string]string{} // event -> the first node's verdict
+	softFailed := 0
+	for i, n := range c.Nodes {
+		evs, err := n.DB.Events(ctx, ids)
+		if err != nil {
+			c.Fatalf("%s: events: %v", n.Name, err)
+		}
+		accepted := map[string]bool{}
+		for _, se := range evs {
+			id := se.Event.EventID()
+			verdict := fmt.Sprintf("rejected=%v", se.Rejected)
+			if i == 0 {
+				rejected[id] = verdict
+			} else if rejected[id] != verdict {
+				c.Fatalf("%s judged %s %s, %s judged it %s", n.Name, id, verdict, c.Nodes[0].Name, rejected[id])
+			}
+			if se.SoftFailed {
+				softFailed++
+			}
+			if !se.Rejected && !se.SoftFailed && !se.Outlier {
+				accepted[id] = true
+			}
+		}
+		seen := map[string]bool{}
+		for _, id := range c.hostEvents(n, roomID) {
+			if seen[id] {
+				c.Fatalf("%s: host log shows %s twice", n.Name, id)
+			}
+			seen[id] = true
+			if !accepted[id] {
+				c.Fatalf("%s: host log shows %s, which it did not accept", n.Name, id)
+			}
+		}
+		for id := range accepted {
+			if !seen[id] {
+				c.Fatalf("%s: accepted %s but its host log does not show it", n.Name, id)
+			}
+		}
+	}
+	c.t.Logf("room %s converged on %d servers: %d events, %d soft-failed verdicts", roomID, len(c.Nodes), len(ids), softFailed)
+	return len(ids)
 }
