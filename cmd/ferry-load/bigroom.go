@@ -1,0 +1,235 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ferry-matrix/ferry/rooms"
+)
+
+// bigRoomConfig is what `ferry-load bigroom` is asked to do.
+type bigRoomConfig struct {
+	Spec     roomSpec
+	Servers  int    // resident server names (listeners)
+	Bind     string // host the listeners bind to
+	Insecure bool   // accept self-signed certificates when fetching joiners' keys
+
+	HostAPI, HostToken, User string // trigger a join through Ferry's host API
+	TargetPID                int
+	Wait                     bool // keep serving after the measured join
+}
+
+// bigRoomReady is printed once the room is served.
+type bigRoomReady struct {
+	RoomID       string   `json:"room_id"`
+	RoomVersion  string   `json:"room_version"`
+	Members      int      `json:"members"`
+	Events       int      `json:"events"`
+	Servers      []string `json:"servers"`
+	BuildSeconds float64  `json:"build_seconds"`
+}
+
+// bigRoomJoin is the measured join through the host API.
+type bigRoomJoin struct {
+	RoomID             string  `json:"room_id"`
+	User               string  `json:"user"`
+	EventID            string  `json:"event_id"`
+	Seconds            float64 `json:"seconds"`
+	Members            int     `json:"members"`
+	TargetPeakRSSBytes int64   `json:"target_peak_rss_bytes,omitempty"`
+}
+
+// bigRoomServe is a built room served by its resident servers.
+type bigRoomServe struct {
+	Ready    bigRoomReady
+	Resident *resident
+	servers  []*fakeServer
+}
+
+// Close stops the resident servers.
+func (b *bigRoomServe) Close() {
+	for _, s := range b.servers {
+		s.Close()
+	}
+}
+
+// serveBigRoom starts the resident servers, builds the room with members
+// spread over them and serves it.
+func serveBigRoom(cfg bigRoomConfig) (*bigRoomServe, error) {
+	if cfg.Servers < 1 {
+		return nil, errors.New("--servers must be at least 1")
+	}
+	host, _, _ := strings.Cut(cfg.Bind, ":")
+	cert, err := selfSignedCert(host)
+	if err != nil {
+		return nil, fmt.Errorf("TLS certificate: %w", err)
+	}
+	peers := newPeerKeys(httpsClient(cfg.Insecure, 4))
+	out := &bigRoomServe{}
+	var signers []rooms.SigningKey
+	for range cfg.Servers {
+		s, err := startFakeServer(cfg.Bind, cert)
+		if err != nil {
+			out.Close()
+			return nil, err
+		}
+		out.servers = append(out.servers, s)
+		signers = append(signers, s.Signer)
+	}
+	start := time.Now()
+	room, err := buildRoom(cfg.Spec, signers, start)
+	if err != nil {
+		out.Close()
+		return nil, err
+	}
+	built := time.Since(start)
+	out.Resident = newResident(cfg.Spec.Version, room, peers)
+	for _, s := range out.servers {
+		out.Resident.routes(s)
+	}
+	out.Ready = bigRoomReady{
+		RoomID: room.RoomID, RoomVersion: cfg.Spec.Version.ID, Members: out.Resident.joinedMembers(),
+		Events: len(room.Events), BuildSeconds: built.Seconds(),
+	}
+	for _, s := range out.servers {
+		out.Ready.Servers = append(out.Ready.Servers, s.Name)
+	}
+	return out, nil
+}
+
+func runBigRoom(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("ferry-load bigroom", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg bigRoomConfig
+	version := fs.String("room-version", "12", "room version of the synthetic room (10 or 12)")
+	fs.IntVar(&cfg.Spec.Members, "members", 1000, "joined members, the creator included")
+	fs.IntVar(&cfg.Servers, "servers", 4, "resident server names (one TLS listener each, all served by this process); members are spread over them")
+	fs.IntVar(&cfg.Spec.Admins, "admins", 5, "members with power level 100")
+	fs.IntVar(&cfg.Spec.Moderators, "moderators", 10, "members with power level 50")
+	fs.Float64Var(&cfg.Spec.ProfileChanges, "profile-changes", 0.1, "fraction of members who change displayname after joining (their first join stays in the auth chain only)")
+	fs.IntVar(&cfg.Spec.Messages, "messages", 20, "messages after the joins")
+	fs.StringVar(&cfg.Bind, "bind", "127.0.0.1", "host the resident listeners bind to (server names are host:port)")
+	fs.BoolVar(&cfg.Insecure, "insecure", false, "skip TLS verification when fetching the joining server's keys (self-signed targets)")
+	fs.StringVar(&cfg.HostAPI, "join-via-host-api", "", "Ferry host API base URL (http://host:port): ask the target to join --user and time it")
+	fs.StringVar(&cfg.HostToken, "host-token", os.Getenv("FERRY_HOST_TOKEN"), "host API bearer token (default $FERRY_HOST_TOKEN)")
+	fs.StringVar(&cfg.User, "user", "", "local user of the target that joins (with --join-via-host-api)")
+	fs.IntVar(&cfg.TargetPID, "target-pid", 0, "PID of the target process: report its peak RSS (VmHWM) after the join")
+	fs.BoolVar(&cfg.Wait, "wait", false, "with --join-via-host-api, keep serving after the join until interrupted")
+	jsonOut := fs.Bool("json", false, "print JSON lines instead of text")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	v, err := rooms.LookupVersion(*version)
+	if err != nil {
+		fmt.Fprintf(stderr, "ferry-load bigroom: %v\n", err)
+		return 2
+	}
+	cfg.Spec.Version = v
+	cfg.Spec.Name = fmt.Sprintf("Synthetic room of %d members", cfg.Spec.Members)
+	cfg.Spec.Topic = "Generated by ferry-load bigroom"
+	if cfg.HostAPI != "" && cfg.User == "" {
+		fmt.Fprintln(stderr, "ferry-load bigroom: --join-via-host-api needs --user")
+		return 2
+	}
+
+	b, err := serveBigRoom(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "ferry-load bigroom: %v\n", err)
+		return 1
+	}
+	defer b.Close()
+	if *jsonOut {
+		json.NewEncoder(stdout).Encode(b.Ready)
+	} else {
+		fmt.Fprintf(stdout, "room %s (version %s): %d members, %d events, built and signed in %.2f s\n",
+			b.Ready.RoomID, b.Ready.RoomVersion, b.Ready.Members, b.Ready.Events, b.Ready.BuildSeconds)
+		fmt.Fprintf(stdout, "resident servers: %s\n", strings.Join(b.Ready.Servers, " "))
+		fmt.Fprintf(stdout, "join through: %s\n", b.Ready.Servers[0])
+	}
+	if cfg.HostAPI == "" {
+		if !*jsonOut {
+			fmt.Fprintln(stdout, "serving; interrupt to stop")
+		}
+		<-ctx.Done()
+		return 0
+	}
+	res, err := joinViaHostAPI(ctx, cfg, b)
+	if err != nil {
+		fmt.Fprintf(stderr, "ferry-load bigroom: %v\n", err)
+		return 1
+	}
+	if *jsonOut {
+		json.NewEncoder(stdout).Encode(res)
+	} else {
+		fmt.Fprintf(stdout, "joined %s as %s in %.2f s (%d members now)\n", res.RoomID, res.User, res.Seconds, res.Members)
+		if res.TargetPeakRSSBytes > 0 {
+			fmt.Fprintf(stdout, "target peak RSS (VmHWM): %.1f MB\n", float64(res.TargetPeakRSSBytes)/1e6)
+		}
+	}
+	if cfg.Wait {
+		<-ctx.Done()
+	}
+	return 0
+}
+
+// joinViaHostAPI registers the user on the target, asks the target to
+// join it through the first resident and times the answer.
+func joinViaHostAPI(ctx context.Context, cfg bigRoomConfig, b *bigRoomServe) (bigRoomJoin, error) {
+	h := newHostAPI(cfg.HostAPI, cfg.HostToken)
+	if err := h.putUser(ctx, cfg.User); err != nil {
+		return bigRoomJoin{}, err
+	}
+	start := time.Now()
+	eventID, err := h.join(ctx, b.Ready.RoomID, cfg.User, []string{b.Ready.Servers[0]})
+	if err != nil {
+		return bigRoomJoin{}, err
+	}
+	res := bigRoomJoin{RoomID: b.Ready.RoomID, User: cfg.User, EventID: eventID, Seconds: time.Since(start).Seconds(), Members: b.Resident.joinedMembers()}
+	if cfg.TargetPID > 0 {
+		hwm, err := peakRSS(cfg.TargetPID)
+		if err != nil {
+			return res, err
+		}
+		res.TargetPeakRSSBytes = hwm
+	}
+	return res, nil
+}
+
+// peakRSS reads a process's peak resident set size (VmHWM) from
+// /proc/PID/status, in bytes.
+func peakRSS(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("peak RSS: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:")
+		if !ok {
+			continue
+		}
+		fields := strings.Fields(rest)
+		if len(fields) != 2 || fields[1] != "kB" {
+			return 0, fmt.Errorf("peak RSS: unexpected VmHWM line %q", sc.Text())
+		}
+		kb, err := strconv.ParseInt(fields[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("peak RSS: %w", err)
+		}
+		return kb * 1024, nil
+	}
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("peak RSS: %w", err)
+	}
+	return 0, fmt.Errorf("peak RSS: no VmHWM in /proc/%d/status", pid)
+}
