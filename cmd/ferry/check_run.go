@@ -351,7 +351,7 @@ func wellKnownStep(wk federation.WellKnownInfo) checkStep {
 	switch {
 	case wk.Err == nil:
 		s.Status = checkOK
-		s.Summary = fmt.Sprintf("%s → %d, m.server %q (cached for %s", url, wk.Status, wk.Delegate, wk.TTL)
+		s.Summary = fmt.Sprintf("%s → %d, m.server %q (Ferry caches it for %s", url, wk.Status, wk.Delegate, shortDuration(wk.TTL))
 		if wk.CacheControl != "" {
 			s.Summary += "; Cache-Control: " + wk.CacheControl
 		}
@@ -729,6 +729,19 @@ func containsString(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// shortDuration prints whole hours and minutes without the zero units
+// ("24h", "1h30m", "5m").
+func shortDuration(d time.Duration) string {
+	out := d.Round(time.Second).String()
+	if strings.HasSuffix(out, "m0s") {
+		out = strings.TrimSuffix(out, "0s")
+	}
+	if strings.HasSuffix(out, "h0m") {
+		out = strings.TrimSuffix(out, "0m")
+	}
+	return out
 }
 
 // roundDuration shortens a duration for messages.
