@@ -220,12 +220,16 @@ func (e *Engine) backfillOne(ctx context.Context, server string, h *roomHead, ev
 	if err != nil {
 		return false, err
 	}
-	if len(missing) == 0 {
+	switch {
+	case len(ev.PrevEvents()) == 0:
+		// The create event: nothing before it.
+		before, ref = rooms.StateMap{}, &store.StateRef{Changes: store.StateMap{}}
+	case len(missing) == 0:
 		before, ref, err = e.stateBefore(ctx, h, ev, nil)
 		if err != nil {
 			return false, err
 		}
-	} else {
+	default:
 		if *stateFetches >= maxBackfillStateFetches {
 			log.Info().Msg("backfilled event left out: too many state fetches for one backfill")
 			return false, nil
