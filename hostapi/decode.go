@@ -75,10 +75,10 @@ func required(field string, v *string) (string, error) {
 }
 
 // checkContent checks event content decoded with json.Number and turns
-// its numbers into float64 values, as encoding/json would give: canonical
-// JSON, which signs every event, allows only integers in
-// [-(2^53-1), 2^53-1], so anything else is refused here rather than by
-// the signer deep inside the engine.
+// its numbers into int64 values, the number type the event builder's
+// canonical JSON encoder takes. Canonical JSON, which signs every event,
+// allows only integers in [-(2^53-1), 2^53-1], so anything else is
+// refused here rather than deep inside the engine.
 func checkContent(field string, content map[string]any) (map[string]any, error) {
 	if content == nil {
 		return nil, badJSON("missing required field %q (an object)", field)
@@ -100,7 +100,7 @@ func checkValue(path string, v any) (any, error) {
 		if err != nil || n > rooms.MaxSafeInteger || n < -rooms.MaxSafeInteger {
 			return nil, badJSON("%s: %s is not an integer in [-(2^53-1), 2^53-1], the only numbers events may hold", path, v)
 		}
-		return float64(n), nil
+		return n, nil
 	case map[string]any:
 		for k, e := range v {
 			fixed, err := checkValue(path+"."+k, e)

@@ -12,9 +12,10 @@ const Prefix = "/_ferry/v1"
 // routes registers every route. Paths not listed get 404 M_UNRECOGNIZED,
 // listed paths asked with another method 405 M_UNRECOGNIZED.
 func (s *Server) routes(r *mux.Router) {
-	v1 := r.PathPrefix(Prefix).Subrouter()
+	// Full paths on the root router rather than a subrouter: mux answers
+	// a method mismatch with the root's MethodNotAllowedHandler only.
 	route := func(method, path string, h handlerFunc) {
-		v1.Handle(path, s.handle(h)).Methods(method)
+		r.Handle(Prefix+path, s.handle(h)).Methods(method)
 	}
 
 	route(http.MethodGet, "/users", s.handleUsers)
