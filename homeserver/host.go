@@ -324,7 +324,7 @@ func remoteFailure(err error) error {
 	if errors.As(err, &refusal) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
-	if strings.Contains(err.Error(), "every server failed") {
+	if errors.Is(err, ErrEveryServerFailed) {
 		return unavailable("%v", err)
 	}
 	return err

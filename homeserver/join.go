@@ -30,6 +30,10 @@ type AliasResolver interface {
 	ResolveRoomAlias(ctx context.Context, alias string) (roomID string, servers []string, err error)
 }
 
+// ErrEveryServerFailed is matched (errors.Is) when a join, leave or knock
+// through other servers failed with each of them; the error lists why.
+var ErrEveryServerFailed = errors.New("every server failed")
+
 // JoinRoomByAlias resolves alias (ours from the store, another server's
 // through /query/directory) and joins userID to the room through the
 // servers it names, the alias's server first.
@@ -133,7 +137,7 @@ func (e *Engine) JoinRoom(ctx context.Context, roomID, userID string, via []stri
 	if len(failures) == 0 {
 		return nil, badRequest("join %s: no server to join through", roomID)
 	}
-	return nil, fmt.Errorf("join %s: every server failed: %w", roomID, errors.Join(failures...))
+	return nil, fmt.Errorf("join %s: %w: %w", roomID, ErrEveryServerFailed, errors.Join(failures...))
 }
 
 // joinVia runs the join handshake with one resident server.

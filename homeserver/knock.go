@@ -76,7 +76,7 @@ func (e *Engine) KnockRoom(ctx context.Context, roomID, userID, reason string, v
 	if len(failures) == 0 {
 		return nil, badRequest("knock %s: no server to knock through", roomID)
 	}
-	return nil, fmt.Errorf("knock %s: every server failed: %w", roomID, errors.Join(failures...))
+	return nil, fmt.Errorf("knock %s: %w: %w", roomID, ErrEveryServerFailed, errors.Join(failures...))
 }
 
 // knockVia runs the knock handshake with one resident server.

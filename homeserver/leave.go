@@ -79,7 +79,7 @@ func (e *Engine) LeaveRoomWithReason(ctx context.Context, roomID, userID, reason
 	if len(failures) == 0 {
 		return nil, badRequest("leave %s: no server to leave through", roomID)
 	}
-	return nil, fmt.Errorf("leave %s: every server failed: %w", roomID, errors.Join(failures...))
+	return nil, fmt.Errorf("leave %s: %w: %w", roomID, ErrEveryServerFailed, errors.Join(failures...))
 }
 
 // leaveVia runs the leave handshake with one resident server.
