@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ferry-matrix/ferry/config"
 	"github.com/ferry-matrix/ferry/keys"
@@ -167,16 +168,34 @@ func printCheckReport(w io.Writer, r *checkReport) {
 	}
 	fmt.Fprintln(w)
 	for _, s := range r.Steps {
-		fmt.Fprintf(w, "%s %-12s %s\n", checkMarks[s.Status], s.Name, s.Summary)
+		fmt.Fprintf(w, "%s %-12s %s\n", checkMarks[s.Status], s.Name, terminalSafe(s.Summary))
 		for _, line := range s.lines {
-			fmt.Fprintf(w, "  %-12s   %s\n", "", line)
+			fmt.Fprintf(w, "  %-12s   %s\n", "", terminalSafe(line))
 		}
 	}
 	mark := checkMarks[checkOK]
 	if !r.OK {
 		mark = checkMarks[checkFail]
 	}
-	fmt.Fprintf(w, "%s %s\n", mark, capitalize(r.Verdict))
+	fmt.Fprintf(w, "%s %s\n", mark, terminalSafe(capitalize(r.Verdict)))
+}
+
+// terminalSafe escapes control characters: summaries quote what remote
+// servers sent (error messages, certificate names, bodies), which must
+// not be able to move the cursor or recolour an operator's terminal.
+func terminalSafe(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == utf8.RuneError:
+			b.WriteString(`\ufffd`)
+		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0):
+			fmt.Fprintf(&b, `\x%02x`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 func capitalize(s string) string {

@@ -373,6 +373,9 @@ func wellKnownStep(wk federation.WellKnownInfo) checkStep {
 	}
 	if wk.Err != nil {
 		s.Details["error"] = wk.Err.Error()
+		if wk.Status != 0 && body != "" {
+			s.lines = []string{"body: " + body}
+		}
 	}
 	return s
 }
@@ -683,6 +686,12 @@ func (c *checker) conclude() {
 		c.report.Verdict = fmt.Sprintf("federation with %s would NOT work: %s: %s", name, failed[0].Name, failed[0].Summary)
 		if len(failed) > 1 {
 			c.report.Verdict += fmt.Sprintf(" (and %d more failed steps)", len(failed)-1)
+		}
+		for _, s := range c.report.Steps {
+			if s.Name == stepWellKnown && s.Status == checkWarn {
+				c.report.Verdict += "; the .well-known delegation was unusable, which may be why"
+				break
+			}
 		}
 		return
 	}

@@ -448,6 +448,14 @@ func TestCheck_BrokenWellKnown(t *testing.T) {
 				t.Fatalf("exit %d, ok %v", code, report.OK)
 			}
 			wantStatus(t, oneStep(t, report, stepAddresses), checkFail, tc.name+":8448: A/AAAA lookup failed")
+			if !strings.Contains(report.Verdict, ".well-known delegation was unusable") {
+				t.Fatalf("verdict %q does not point at the .well-known", report.Verdict)
+			}
+			_, out, _ := checkRun(t, noIdentity, dns, pki.pool, tc.name)
+			if !strings.Contains(out, "! well_known") || !strings.Contains(out, "body: "+tc.body) || !strings.Contains(out, "✗ Federation with "+tc.name+" would NOT work") {
+				t.Fatalf("human output:\n%s", out)
+			}
+			t.Logf("human output:\n%s", out)
 		})
 	}
 }
@@ -542,12 +550,48 @@ func TestCheck_MakeJoin(t *testing.T) {
 	join := oneStep(t, report, stepMakeJoin)
 	wantStatus(t, join, checkOK, "joining "+roomID+" would work: room version 12, template for @ferry-check:"+nameB)
 
+	// An alias is resolved through A's directory first.
+	alias := "#lobby:" + nameA
+	if err := a.inst.Host().PutAlias(ctx, alias, roomID); err != nil {
+		t.Fatal(err)
+	}
+	code, report = checkRunJSON(t, asB, dns, roots, "--room", alias, nameA)
+	if code != 0 || !report.OK {
+		t.Fatalf("alias: exit %d, report %+v", code, report)
+	}
+	wantStatus(t, oneStep(t, report, stepRoomAlias), checkOK, alias+" → "+roomID+" (servers: "+nameA+")")
+	wantStatus(t, oneStep(t, report, stepMakeJoin), checkOK, "joining "+roomID+" would work")
+	code, report = checkRunJSON(t, asB, dns, roots, "--room", "#nothing:"+nameA, nameA)
+	if code != 1 {
+		t.Fatalf("unknown alias: exit %d", code)
+	}
+	wantStatus(t, oneStep(t, report, stepRoomAlias), checkFail, "#nothing:"+nameA)
+	wantStatus(t, oneStep(t, report, stepMakeJoin), checkSkip, "the alias did not resolve")
+
 	// A room A is not in: A answers, and the check explains.
 	code, report = checkRunJSON(t, asB, dns, roots, "--room", "!nowhere:"+nameA, nameA)
 	if code != 1 {
 		t.Fatalf("exit %d", code)
 	}
 	wantStatus(t, oneStep(t, report, stepMakeJoin), checkFail, "make_join for @ferry-check:"+nameB)
+	t.Logf("make_join refused: %s", oneStep(t, report, stepMakeJoin).Summary)
+
+	// An identity A cannot fetch keys from (nothing listens at that
+	// name): A refuses the signature, and the check says why.
+	ghostDir := t.TempDir()
+	if _, _, err := keys.LoadOrGenerate(ghostDir, rand.Reader); err != nil {
+		t.Fatal(err)
+	}
+	ghost := "127.0.0.1:" + strconv.Itoa(freeLoopbackPort(t))
+	code, report = checkRunJSON(t, map[string]string{"FERRY_SERVER_NAME": ghost, "FERRY_DATA_DIR": ghostDir}, dns, roots, "--room", roomID, nameA)
+	if code != 1 {
+		t.Fatalf("unreachable origin: exit %d", code)
+	}
+	ghostJoin := oneStep(t, report, stepMakeJoin)
+	wantStatus(t, ghostJoin, checkFail, "it must reach "+ghost+" to fetch its keys")
+	if ghostJoin.Details["status"] != float64(http.StatusUnauthorized) {
+		t.Fatalf("make_join details %v", ghostJoin.Details)
+	}
 
 	// No identity: the authenticated step is skipped, not failed.
 	code, out, errOut := checkRun(t, noIdentity, dns, roots, "--room", roomID, nameA)
@@ -555,7 +599,7 @@ func TestCheck_MakeJoin(t *testing.T) {
 		!strings.Contains(errOut, "no Ferry configuration found") {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
-	code, report = checkRunJSON(t, noIdentity, dns, roots, "--room", "#lobby:"+nameA, nameA)
+	code, report = checkRunJSON(t, noIdentity, dns, roots, "--room", alias, nameA)
 	if code != 0 || len(stepsNamed(report, stepRoomAlias)) != 1 || oneStep(t, report, stepRoomAlias).Status != checkSkip {
 		t.Fatalf("alias without identity: exit %d, steps %+v", code, report.Steps)
 	}
@@ -588,5 +632,13 @@ func TestShortDuration(t *testing.T) {
 		if got := shortDuration(d); got != want {
 			t.Errorf("shortDuration(%s) = %q, want %q", d, got, want)
 		}
+	}
+}
+
+// TestTerminalSafe: text from remote servers cannot carry terminal
+// control sequences into the human output.
+func TestTerminalSafe(t *testing.T) {
+	if got := terminalSafe("ok ✓ \x1b[31mred\x07\n\u009b"); got != `ok ✓ \x1b[31mred\x07\x0a\x9b` {
+		t.Fatalf("terminalSafe = %q", got)
 	}
 }
