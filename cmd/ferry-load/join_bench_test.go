@@ -1,0 +1,113 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// subprocessEnv carries the ferry-load arguments a re-executed test
+// binary runs instead of the tests (fields separated by a unit separator):
+// the benchmark runs the resident in a process of its own, so the peak
+// RSS it reports is the joining Ferry's, not the synthetic room's.
+const subprocessEnv = "FERRY_LOAD_SUBPROCESS_ARGS"
+
+func TestMain(m *testing.M) {
+	if args := os.Getenv(subprocessEnv); args != "" {
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			// The parent closes our stdin when it is done with us.
+			bufio.NewReader(os.Stdin).ReadByte()
+			cancel()
+		}()
+		os.Exit(run(ctx, strings.Split(args, "\x1f"), os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+var (
+	benchMembers = flag.Int("members", 10000, "BenchmarkJoinBigRoom: members of the synthetic room")
+	benchServers = flag.Int("resident-servers", 4, "BenchmarkJoinBigRoom: resident server names the members are spread over")
+	benchVersion = flag.String("bigroom-version", "12", "BenchmarkJoinBigRoom: room version")
+)
+
+// BenchmarkJoinBigRoom times a real Ferry's join (make_join, send_join
+// with the full state, verification of every event, persistence) of a
+// synthetic room of -members members served by `ferry-load bigroom` in a
+// subprocess, and reports the test process's peak RSS during the join
+// (VmHWM, reset before each join). Run it by hand, once:
+//
+//	go test ./cmd/ferry-load -run '^$' -bench JoinBigRoom -benchtime 1x -members 10000
+func BenchmarkJoinBigRoom(b *testing.B) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), subprocessEnv+"="+strings.Join([]string{
+		"bigroom", "--json", "--insecure", "--members", fmt.Sprint(*benchMembers),
+		"--servers", fmt.Sprint(*benchServers), "--room-version", *benchVersion,
+	}, "\x1f"))
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		stdin.Close()
+		cmd.Wait()
+	})
+	var ready bigRoomReady
+	if err := json.NewDecoder(stdout).Decode(&ready); err != nil {
+		b.Fatalf("the resident's first line: %v", err)
+	}
+	b.Logf("room %s: %d members, %d events, built and signed in %.2f s by the resident", ready.RoomID, ready.Members, ready.Events, ready.BuildSeconds)
+
+	var peak int64
+	var seconds float64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		tg := startTarget(b)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
+			b.Logf("cannot reset the peak RSS (%v): it covers the whole run", err)
+		}
+		b.StartTimer()
+		start := time.Now()
+		_, err := tg.Engine.JoinRoom(ctx, ready.RoomID, fmt.Sprintf("@joiner%d:%s", i, tg.Name), []string{ready.Servers[0]})
+		seconds += time.Since(start).Seconds()
+		b.StopTimer()
+		cancel()
+		if err != nil {
+			b.Fatal(err)
+		}
+		hwm, err := peakRSS(os.Getpid())
+		if err != nil {
+			b.Fatal(err)
+		}
+		peak = max(peak, hwm)
+		members, err := tg.DB.Members(context.Background(), ready.RoomID, "join")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(members) < ready.Members+1 {
+			b.Fatalf("the target holds %d joined members, want at least %d", len(members), ready.Members+1)
+		}
+		b.StartTimer()
+	}
+	b.StopTimer()
+	b.ReportMetric(seconds/float64(b.N), "s/join")
+	b.ReportMetric(float64(peak)/1e6, "peak-RSS-MB")
+	b.ReportMetric(float64(ready.Members), "members")
+}
