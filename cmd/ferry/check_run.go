@@ -292,12 +292,9 @@ func (c *checker) resolve(ctx context.Context, name string) (federation.Resoluti
 		c.add(checkStep{Name: stepResolution, Status: checkFail, Summary: "server discovery failed: " + err.Error()})
 		return res, false
 	}
-	if len(srv) == 0 && !strings.HasPrefix(res.Via, "srv:") {
-		reason := "not consulted: the name to connect to is an IP literal or has a port"
-		if res.Via == "default-port" {
-			reason = "not consulted"
-		}
-		c.add(checkStep{Name: stepSRV, Status: checkSkip, Summary: reason})
+	if len(srv) == 0 {
+		// Discovery looks SRV up for every hostname without a port.
+		c.add(checkStep{Name: stepSRV, Status: checkSkip, Summary: "not consulted: the name to connect to is an IP literal or has a port"})
 	}
 
 	sni := res.TLSServerName
