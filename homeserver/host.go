@@ -221,7 +221,11 @@ func (h *Host) DeleteUser(ctx context.Context, userID string) error {
 		return fmt.Errorf("delete user: %w", err)
 	}
 	for _, roomID := range roomIDs {
-		if _, err := h.Engine.LeaveRoom(ctx, roomID, userID, nil); err != nil {
+		via, err := h.leaveServers(ctx, roomID, userID)
+		if err == nil {
+			_, err = h.Engine.LeaveRoom(ctx, roomID, userID, via)
+		}
+		if err != nil {
 			h.Engine.Logger.Warn().Err(err).Str(fieldRoomID, roomID).Str("user", userID).Msg("deleting a user: leaving the room failed")
 			continue
 		}
@@ -282,8 +286,14 @@ func (h *Host) CreateRoom(ctx context.Context, req CreateRoomRequest) (string, e
 // to go through (the alias's, then the ones it names, then via).
 func (h *Host) resolveRoom(ctx context.Context, roomIDOrAlias string, via []string) (string, []string, error) {
 	if !strings.HasPrefix(roomIDOrAlias, "#") {
-		if _, err := rooms.ParseRoomID(roomIDOrAlias); err != nil {
+		r, err := rooms.ParseRoomID(roomIDOrAlias)
+		if err != nil {
 			return "", nil, badRequest("room: %v", err)
+		}
+		// A room ID that names a server (versions before 12) offers
+		// it when the caller names none.
+		if server, ok := r.Server(); ok && len(via) == 0 && string(server) != h.Engine.ServerName {
+			via = []string{string(server)}
 		}
 		return roomIDOrAlias, via, nil
 	}
@@ -371,11 +381,41 @@ func (h *Host) Leave(ctx context.Context, roomID, userID, reason string) (string
 	if err := h.knownRoom(ctx, roomID); err != nil {
 		return "", err
 	}
-	ev, err := h.Engine.LeaveRoomWithReason(ctx, roomID, userID, reason, nil)
+	via, err := h.leaveServers(ctx, roomID, userID)
+	if err != nil {
+		return "", err
+	}
+	ev, err := h.Engine.LeaveRoomWithReason(ctx, roomID, userID, reason, via)
 	if err != nil {
 		return "", remoteFailure(err)
 	}
 	return ev.EventID(), nil
+}
+
+// leaveServers names the servers to leave a room through when none of our
+// users is in it (rejecting an invite, rescinding a knock): the server of
+// whoever sent the user's membership event (the inviter), then the one
+// the room ID names. The engine uses them only when it must.
+func (h *Host) leaveServers(ctx context.Context, roomID, userID string) ([]string, error) {
+	var via []string
+	add := func(s string) {
+		if s != "" && s != h.Engine.ServerName && !slices.Contains(via, s) {
+			via = append(via, s)
+		}
+	}
+	se, err := h.store().LatestMembership(ctx, roomID, userID)
+	switch {
+	case err == nil:
+		add(se.Event.SenderServer())
+	case !errors.Is(err, store.ErrNotFound):
+		return nil, fmt.Errorf("leave %s: %w", roomID, err)
+	}
+	if r, err := rooms.ParseRoomID(roomID); err == nil {
+		if server, ok := r.Server(); ok {
+			add(string(server))
+		}
+	}
+	return via, nil
 }
 
 // Kick makes userID leave roomID by sender's hand.
@@ -434,7 +474,7 @@ func (h *Host) moderate(ctx context.Context, roomID, sender, target, membership,
 		return "", err
 	}
 	if sender == target {
-		return "", badRequest("%s cannot %s itself", sender, map[string]string{"leave": "kick or unban", "ban": "ban"}[membership])
+		return "", badRequest("%s cannot kick, ban or unban itself (leave the room instead)", sender)
 	}
 	content := map[string]any{"membership": membership}
 	if reason != "" {

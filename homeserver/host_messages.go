@@ -100,6 +100,12 @@ func (h *Host) backfillPage(ctx context.Context, roomID string, start *store.Tim
 			return page, false, nil
 		}
 		n, err := h.Engine.BackfillRoom(ctx, roomID, []string{oldest.Event.Event.EventID()}, limit-len(page)+1)
+		var refusal *Error
+		if errors.As(err, &refusal) && refusal.NotFound() {
+			// None of our users is in the room any more: its history
+			// is what we hold.
+			return page, false, nil
+		}
 		if err != nil {
 			if len(page) > 0 {
 				h.Engine.Logger.Warn().Err(err).Str(fieldRoomID, roomID).Msg("backfill failed; answering with the events held")

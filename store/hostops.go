@@ -15,8 +15,7 @@ type hostQueries struct {
 	localTxn, insertLocalTxn       string
 	timelineBefore, timelineAfter  string
 	timelineNewest, timelineOldest string
-	timelinePosOf, timelineAt      string
-	heldTimelineIDs                string
+	timelineAt, latestMembership   string
 }
 
 const sqliteTimelineCond = `e.outlier = 0 AND e.rejected_reason IS NULL AND e.soft_failed = 0 AND e.json IS NOT NULL`
@@ -50,11 +49,12 @@ var sqliteHostQueries = hostQueries{
 	timelineOldest: `SELECT e.event_nid, e.depth, ` + sqliteEventCols + ` FROM events e JOIN rooms r ON r.room_nid = e.room_nid
 		WHERE e.room_nid = ?1 AND ` + sqliteTimelineCond + `
 		ORDER BY e.depth ASC, e.event_nid ASC LIMIT ?2`,
-	timelinePosOf: `SELECT e.event_nid, e.depth FROM events e WHERE e.event_id = ? AND e.room_nid = ? AND ` + sqliteTimelineCond,
 	timelineAt: `SELECT e.event_nid, e.depth, ` + sqliteEventCols + ` FROM events e JOIN rooms r ON r.room_nid = e.room_nid
 		WHERE e.event_nid = ?2 AND e.room_nid = ?1 AND e.depth = ?3 AND ` + sqliteTimelineCond,
-	heldTimelineIDs: `SELECT e.event_id FROM events e WHERE e.event_id IN (SELECT value FROM json_each(?)) AND ` +
-		sqliteTimelineCond,
+	latestMembership: `SELECT ` + sqliteEventCols + ` FROM events e JOIN rooms r ON r.room_nid = e.room_nid
+		WHERE r.room_id = ?1 AND e.json IS NOT NULL AND e.rejected_reason IS NULL AND e.state_key_nid =
+			(SELECT state_key_nid FROM state_keys WHERE type = 'm.room.member' AND state_key = ?2)
+		ORDER BY e.event_nid DESC LIMIT 1`,
 }
 
 // hq returns the host statements of the DB's dialect.
@@ -205,44 +205,6 @@ func (db *DB) Timeline(ctx context.Context, roomID string, from *TimelinePos, ba
 	return out, nil
 }
 
-// TimelinePosition returns the place of a timeline event of a room;
-// ErrNotFound when it is not a timeline event of the room held here.
-func (db *DB) TimelinePosition(ctx context.Context, roomID, eventID string) (TimelinePos, error) {
-	var pos TimelinePos
-	err := db.read(ctx, func(t *txn) error {
-		roomNID, err := db.roomNID(t, roomID)
-		if err != nil {
-			return err
-		}
-		err = t.queryRow(db.hq().timelinePosOf, eventID, roomNID).Scan(&pos.NID, &pos.Depth)
-		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("event %s: %w", eventID, ErrNotFound)
-		}
-		return err
-	})
-	if err != nil {
-		return TimelinePos{}, fmt.Errorf("store: timeline position: %w", err)
-	}
-	return pos, nil
-}
-
-// HeldTimelineEvents returns which of ids are held as timeline events
-// (accepted, with the state before them).
-func (db *DB) HeldTimelineEvents(ctx context.Context, ids []string) (map[string]bool, error) {
-	out := make(map[string]bool, len(ids))
-	err := db.read(ctx, func(t *txn) error {
-		held, err := t.queryStrings(db.hq().heldTimelineIDs, idsJSON(ids))
-		for _, id := range held {
-			out[id] = true
-		}
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("store: held timeline events: %w", err)
-	}
-	return out, nil
-}
-
 // TimelineAt returns the timeline event of a room at pos; ErrNotFound
 // when there is none.
 func (db *DB) TimelineAt(ctx context.Context, roomID string, pos TimelinePos) (TimelineEvent, error) {
@@ -263,4 +225,23 @@ func (db *DB) TimelineAt(ctx context.Context, roomID string, pos TimelinePos) (T
 		return TimelineEvent{}, fmt.Errorf("store: timeline at: %w", err)
 	}
 	return out, nil
+}
+
+// LatestMembership returns the newest membership event held for userID
+// in roomID, outliers included (an invite or a knock kept without the
+// room's state); ErrNotFound when there is none.
+func (db *DB) LatestMembership(ctx context.Context, roomID, userID string) (*StoredEvent, error) {
+	var se *StoredEvent
+	err := db.read(ctx, func(t *txn) error {
+		var err error
+		se, err = scanEvent(t.queryRow(db.hq().latestMembership, roomID, userID))
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("membership of %s in %s: %w", userID, roomID, ErrNotFound)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: latest membership: %w", err)
+	}
+	return se, nil
 }

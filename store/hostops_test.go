@@ -100,16 +100,6 @@ func TestDB_Timeline(t *testing.T) {
 	if _, err := db.TimelineAt(ctx, r.id, store.TimelinePos{Depth: 99, NID: 1}); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("timeline at nothing: %v", err)
 	}
-	if pos, err := db.TimelinePosition(ctx, r.id, want[0]); err != nil || pos != back[0].Pos {
-		t.Fatalf("position %+v, %v", pos, err)
-	}
-	if _, err := db.TimelinePosition(ctx, r.id, outlier.EventID()); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("outlier position: %v", err)
-	}
-	held, err := db.HeldTimelineEvents(ctx, []string{want[0], outlier.EventID(), "$nothing"})
-	if err != nil || len(held) != 1 || !held[want[0]] {
-		t.Fatalf("held timeline events %v, %v", held, err)
-	}
 	if _, err := db.Timeline(ctx, "!nowhere:a.test", nil, true, 10); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("unknown room: %v", err)
 	}
@@ -134,6 +124,15 @@ func TestDB_UserRoomsDeleteUser(t *testing.T) {
 	invite := invited.build("m.room.member", rooms.StringPtr("@bob:a.test"), invited.creator, map[string]any{"membership": "invite"}, nil)
 	persist(t, db, store.Batch{Events: []store.NewEvent{{Event: invite, Outcome: store.Outlier}}, RoomStatus: store.RoomInvited})
 
+	if se, err := db.LatestMembership(ctx, invited.id, "@bob:a.test"); err != nil || se.Event.EventID() != invite.EventID() || !se.Outlier {
+		t.Fatalf("latest membership in the invited room: %+v, %v", se, err)
+	}
+	if se, err := db.LatestMembership(ctx, left.id, "@bob:a.test"); err != nil || se.Event.Membership() != "leave" {
+		t.Fatalf("latest membership in the room left: %+v, %v", se, err)
+	}
+	if _, err := db.LatestMembership(ctx, joined.id, "@nobody:a.test"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("latest membership of a stranger: %v", err)
+	}
 	got, err := db.UserRooms(ctx, "@bob:a.test")
 	if err != nil || !slices.Equal(got, []string{invited.id, joined.id}) {
 		t.Fatalf("bob's rooms %v, %v; want %v", got, err, []string{invited.id, joined.id})

@@ -63,3 +63,46 @@ func TestHost_RemoteMembership(t *testing.T) {
 		t.Fatalf("knock through a server that is down: %v, want unavailable", err)
 	}
 }
+
+// TestHost_RejectRemoteInvite: the host rejects an invite from another
+// server without naming a server (the inviter's is used), and deleting a
+// user rejects the invites it holds.
+func TestHost_RejectRemoteInvite(t *testing.T) {
+	t.Parallel()
+	nodes := startNodes(t, 2)
+	a, b := nodes[0], nodes[1]
+	ctx := testContext(t)
+	alice, bob, dave := a.User("alice"), b.User("bob"), b.User("dave")
+	roomID, err := a.Engine.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: "12", Preset: homeserver.PresetPrivateChat})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostB := &homeserver.Host{Engine: b.Engine}
+	for _, u := range []string{bob, dave} {
+		if _, err := hostB.PutUser(ctx, homeserver.User{UserID: u}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, u := range []string{bob, dave} {
+		if _, err := a.Engine.Invite(ctx, roomID, alice, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leaveID, err := hostB.Leave(ctx, roomID, bob, "no thanks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	se, err := a.DB.Event(ctx, leaveID)
+	if err != nil || se.Event.Membership() != "leave" || se.Event.Content()["reason"] != "no thanks" {
+		t.Fatalf("rejection on A: %+v, %v", se, err)
+	}
+	if err := hostB.DeleteUser(ctx, dave); err != nil {
+		t.Fatal(err)
+	}
+	if m := a.membership(t, roomID, dave); m != "leave" {
+		t.Fatalf("dave's membership on A after his deletion on B: %q", m)
+	}
+	if _, err := hostB.User(ctx, dave); err == nil {
+		t.Fatal("dave is still registered")
+	}
+}
