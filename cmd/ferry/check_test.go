@@ -372,7 +372,8 @@ func TestCheck_WrongCertificateName(t *testing.T) {
 func TestCheck_UntrustedCertificate(t *testing.T) {
 	pki := newCheckPKI(t)
 	dns := newCheckDNS()
-	cert, _, err := federation.LoadOrCreateSelfSigned(t.TempDir(), "selfsigned.test", time.Now())
+	dir := t.TempDir()
+	cert, _, err := federation.LoadOrCreateSelfSigned(dir, "selfsigned.test", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -387,6 +388,16 @@ func TestCheck_UntrustedCertificate(t *testing.T) {
 	wantStatus(t, tlsStep, checkFail, "does not chain to a trusted root")
 	if tlsStep.Details["valid_for_name"] != true || tlsStep.Details["trusted"] != false {
 		t.Fatalf("tls details %v", tlsStep.Details)
+	}
+
+	// Trusting that certificate with --ca-file makes it pass.
+	code, report = checkRunJSON(t, noIdentity, dns, pki.pool, "--ca-file", filepath.Join(dir, federation.SelfSignedCertFile), "selfsigned.test")
+	if code != 0 {
+		t.Fatalf("--ca-file: exit %d, steps %+v", code, report.Steps)
+	}
+	wantStatus(t, oneStep(t, report, stepTLS), checkOK, "trusted")
+	if code, _, errOut := checkRun(t, noIdentity, dns, pki.pool, "--ca-file", filepath.Join(dir, "missing.pem"), "selfsigned.test"); code != 1 || !strings.Contains(errOut, "--ca-file") {
+		t.Fatalf("missing --ca-file: exit %d, stderr %q", code, errOut)
 	}
 }
 
