@@ -96,7 +96,7 @@ func newWebhookDeliverer(cfg Config) (*webhookDeliverer, error) {
 		client:     cfg.WebhookClient,
 		minBackoff: cfg.WebhookMinBackoff,
 		maxBackoff: cfg.WebhookMaxBackoff,
-		logger:     cfg.Logger.With().Str("component", "webhook").Logger(),
+		logger:     cfg.Logger,
 	}
 	if d.client == nil {
 		d.client = &http.Client{Timeout: webhookTimeout}
