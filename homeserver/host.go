@@ -153,6 +153,9 @@ func (h *Host) actor(ctx context.Context, userID string) error {
 	if !h.AutoRegisterUsers {
 		return forbidden("%s is not a registered user of %s", userID, h.Engine.ServerName)
 	}
+	if err := h.newUserID(ctx, userID); err != nil {
+		return err
+	}
 	if err := h.store().PutUser(ctx, store.User{ID: userID}); err != nil {
 		return fmt.Errorf("register %s: %w", userID, err)
 	}
@@ -160,25 +163,37 @@ func (h *Host) actor(ctx context.Context, userID string) error {
 	return nil
 }
 
-// PutUser creates a local user or updates its profile.
+// PutUser creates a local user or updates its profile. New users must
+// follow the current user ID grammar; users with historical IDs that
+// exist already may still be updated.
 func (h *Host) PutUser(ctx context.Context, u User) (User, error) {
-	if _, err := rooms.ParseUserIDStrict(u.UserID); err != nil {
-		if _, lenient := rooms.ParseUserID(u.UserID); lenient != nil {
-			return User{}, badRequest("user: %v", lenient)
-		}
-		// Historical user IDs are accepted for existing users only;
-		// new ones must follow the current grammar.
-		if _, err2 := h.store().User(ctx, u.UserID); err2 != nil {
-			return User{}, badRequest("user: %v", err)
-		}
-	}
 	if err := h.localUser(u.UserID); err != nil {
+		return User{}, err
+	}
+	if err := h.newUserID(ctx, u.UserID); err != nil {
 		return User{}, err
 	}
 	if err := h.store().PutUser(ctx, store.User{ID: u.UserID, DisplayName: u.DisplayName, AvatarURL: u.AvatarURL}); err != nil {
 		return User{}, fmt.Errorf("put user: %w", err)
 	}
 	return h.User(ctx, u.UserID)
+}
+
+// newUserID refuses a user ID outside the current grammar unless the
+// user exists already.
+func (h *Host) newUserID(ctx context.Context, userID string) error {
+	_, strict := rooms.ParseUserIDStrict(userID)
+	if strict == nil {
+		return nil
+	}
+	_, err := h.store().User(ctx, userID)
+	if errors.Is(err, store.ErrNotFound) {
+		return badRequest("user: %v", strict)
+	}
+	if err != nil {
+		return fmt.Errorf("user %s: %w", userID, err)
+	}
+	return nil
 }
 
 // User returns a registered local user.

@@ -110,7 +110,7 @@ func TestHost_Users(t *testing.T) {
 	if u, err = h.PutUser(ctx, homeserver.User{UserID: alice, AvatarURL: "mxc://hs.test/a"}); err != nil || u.AvatarURL != "mxc://hs.test/a" || u.DisplayName != "" {
 		t.Fatalf("update user: %+v, %v", u, err)
 	}
-	for name, id := range map[string]string{"not an ID": "alice", "another server's": bob, "empty": ""} {
+	for name, id := range map[string]string{"not an ID": "alice", "another server's": bob, "empty": "", "historical grammar, new user": "@Alice:hs.test"} {
 		_, err := h.PutUser(ctx, homeserver.User{UserID: id})
 		requireRefusal(t, name, err, isBadRequest, "")
 	}
