@@ -45,7 +45,10 @@ type certInfo struct {
 // certificate can still be shown, then verifies the chain and the name
 // itself.
 func (c *checker) inspectTLS(ctx context.Context, tlsName, target string, addr netip.AddrPort) checkStep {
-	where := fmt.Sprintf("%s (%s)", addr, target)
+	where := addr.String()
+	if where != target {
+		where += " (" + target + ")"
+	}
 	details := map[string]any{"address": addr.String(), "target": target, "tls_server_name": tlsName}
 	dctx, cancel := context.WithTimeout(ctx, c.opts.timeout)
 	defer cancel()
