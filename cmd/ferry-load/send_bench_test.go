@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"flag"
+	"io"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ferry-matrix/ferry/homeserver"
+)
+
+var (
+	benchPDUs        = flag.Int("pdus", 5000, "BenchmarkSendIngest: PDUs per run")
+	benchConcurrency = flag.Int("concurrency", 4, "BenchmarkSendIngest: transactions in flight")
+	benchOrigins     = flag.Int("origins", 2, "BenchmarkSendIngest: remote servers sending")
+	benchShape       = flag.String("shape", "fork", "BenchmarkSendIngest: prev_events shape (line or fork)")
+)
+
+// BenchmarkSendIngest measures a real Ferry (every check on, SQLite
+// durable commits) ingesting `ferry-load send` traffic over TLS on
+// loopback: -origins servers join a public room and send -pdus messages
+// in transactions of 50 at -concurrency. The load generator runs in the
+// same process and shares the CPUs, as it would on the same machine.
+//
+//
+// It also reports the machine's ed25519 verify ceiling measured in the
+// same run on every CPU (GOMAXPROCS goroutines verifying a 400-byte
+// message for one second) and the ingest rate as a fraction of it.
+//
+//	go test ./cmd/ferry-load -run '^$' -bench SendIngest -benchtime 1x -pdus 5000
+func BenchmarkSendIngest(b *testing.B) {
+	ceiling := verifyCeiling(b, time.Second)
+	var rate, p50, p99 float64
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		tg := startTarget(b)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		roomID, err := tg.Engine.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: "@alice:" + tg.Name, Version: "12", Preset: homeserver.PresetPublicChat})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		rep, err := sendLoad(ctx, sendConfig{
+			Target: tg.Name, RoomID: roomID, Origins: *benchOrigins, PDUs: *benchPDUs, Concurrency: *benchConcurrency,
+			TxnSize: 50, Shape: *benchShape, Bind: "127.0.0.1", Insecure: true,
+		}, io.Discard)
+		b.StopTimer()
+		cancel()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if rep.Accepted != *benchPDUs {
+			b.Fatalf("accepted %d of %d: %v", rep.Accepted, *benchPDUs, rep.ErrorSamples)
+		}
+		rate += rep.PDUsPerSec
+		p50 += rep.LatencyMS.P50
+		p99 += rep.LatencyMS.P99
+		b.StartTimer()
+	}
+	n := float64(b.N)
+	b.ReportMetric(rate/n, "accepted-PDU/s")
+	b.ReportMetric(p50/n, "txn-p50-ms")
+	b.ReportMetric(p99/n, "txn-p99-ms")
+	b.ReportMetric(ceiling, "ed25519-verify/s-all-CPUs")
+	b.ReportMetric(rate/n/ceiling, "ratio-to-ceiling")
+}
+
+// verifyCeiling returns how many ed25519 verifications per second the
+// machine does on all its CPUs, measured for d.
+func verifyCeiling(b *testing.B, d time.Duration) float64 {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	msg := []byte(strings.Repeat("x", 400))
+	sig := ed25519.Sign(priv, msg)
+	var total atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n := int64(0)
+			for time.Since(start) < d {
+				if !ed25519.Verify(pub, msg, sig) {
+					b.Error("signature does not verify")
+					return
+				}
+				n++
+			}
+			total.Add(n)
+		}()
+	}
+	wg.Wait()
+	return float64(total.Load()) / time.Since(start).Seconds()
+}
