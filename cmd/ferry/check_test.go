@@ -653,3 +653,29 @@ func TestTerminalSafe(t *testing.T) {
 		t.Fatalf("terminalSafe = %q", got)
 	}
 }
+
+// TestCheck_KeyValidity: a key document whose valid_until_ts has passed
+// fails the check; one valid for longer than receivers trust is noted.
+func TestCheck_KeyValidity(t *testing.T) {
+	pki := newCheckPKI(t)
+	dns := newCheckDNS()
+	stale := newCheckFerry(t, "stale.test")
+	// Signed two days ago for a day: expired a day ago.
+	stale.Now = func() time.Time { return time.Now().Add(-48 * time.Hour) }
+	dns.mapHost("stale.test", 8448, openCheckFerry(t, stale, pki.issue(t, "stale.test")))
+	long := newCheckFerry(t, "long.test")
+	long.KeyValidity = 30 * 24 * time.Hour
+	dns.mapHost("long.test", 8448, openCheckFerry(t, long, pki.issue(t, "long.test")))
+
+	code, report := checkRunJSON(t, noIdentity, dns, pki.pool, "stale.test")
+	if code != 1 {
+		t.Fatalf("expired keys: exit %d", code)
+	}
+	wantStatus(t, oneStep(t, report, stepServerKeys), checkFail, "EXPIRED")
+
+	code, report = checkRunJSON(t, noIdentity, dns, pki.pool, "long.test")
+	if code != 0 {
+		t.Fatalf("long-lived keys: exit %d", code)
+	}
+	wantStatus(t, oneStep(t, report, stepServerKeys), checkOK, "servers trust it for 7 days at most")
+}
