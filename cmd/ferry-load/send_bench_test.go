@@ -29,7 +29,6 @@ var (
 // in transactions of 50 at -concurrency. The load generator runs in the
 // same process and shares the CPUs, as it would on the same machine.
 //
-//
 // It also reports the machine's ed25519 verify ceiling measured in the
 // same run on every CPU (GOMAXPROCS goroutines verifying a 400-byte
 // message for one second) and the ingest rate as a fraction of it.
