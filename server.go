@@ -6,7 +6,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -14,6 +16,7 @@ import (
 	"github.com/ferry-matrix/ferry/config"
 	"github.com/ferry-matrix/ferry/federation"
 	"github.com/ferry-matrix/ferry/homeserver"
+	"github.com/ferry-matrix/ferry/hostapi"
 	"github.com/ferry-matrix/ferry/keys"
 	"github.com/ferry-matrix/ferry/rooms"
 	"github.com/ferry-matrix/ferry/store"
@@ -46,6 +49,7 @@ type Server struct {
 	// stopDelivery ends the lifetime of the delivery's senders.
 	stopDelivery context.CancelFunc
 	federation   *federation.Server
+	hostAPI      *hostapi.Server
 	// closers run in reverse order on Close, after the listeners stop.
 	closers []func() error
 }
@@ -87,7 +91,9 @@ func Start(cfg *config.Config, opts Options) (_ *Server, err error) {
 	s := &Server{cfg: cfg, logger: logger}
 	defer func() {
 		if err != nil {
-			s.closeComponents()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = s.Close(ctx) // the start error is the one worth reporting
 		}
 	}()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
@@ -203,13 +209,65 @@ func Start(cfg *config.Config, opts Options) (_ *Server, err error) {
 		Str("version", version).
 		Str("default_room_version", cfg.Rooms.DefaultVersion).
 		Msg("federation listening")
+
+	if err := s.openHostAPI(); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// openHostAPI starts the host plane's listener, with the configured token
+// or one kept in the data directory.
+func (s *Server) openHostAPI() error {
+	cfg := s.cfg
+	token := cfg.Host.Token
+	if token == "" {
+		var created bool
+		var err error
+		token, created, err = hostapi.LoadOrCreateToken(cfg.DataDir)
+		if err != nil {
+			return fmt.Errorf("host API token: %w", err)
+		}
+		if created {
+			// Printed once, when made, so that whoever started the server
+			// can copy it; afterwards it is only in the 0600 file.
+			s.logger.Warn().Str("token", token).Str("file", filepath.Join(cfg.DataDir, hostapi.TokenFile)).
+				Msg("generated a host API token; the host presents it as Authorization: Bearer <token>")
+		}
+	}
+	api, err := hostapi.New(hostapi.Config{
+		Host:          s.host,
+		Cursors:       s.db,
+		Token:         token,
+		ServerName:    cfg.ServerName,
+		WebhookURL:    cfg.Host.WebhookURL,
+		WebhookSecret: cfg.Host.WebhookSecret,
+		Logger:        s.logger.With().Str("component", "hostapi").Logger(),
+		Extra: map[string]http.Handler{
+			"/healthz": http.HandlerFunc(healthz),
+			"/readyz":  http.HandlerFunc(s.readyz),
+		},
+	})
+	if err != nil {
+		return err
+	}
+	if err := api.Open(cfg.Host.Listen); err != nil {
+		return err
+	}
+	s.hostAPI = api
+	s.logger.Info().Str("listen", api.Addr().String()).Str("url", api.URL()).Msg("host API listening")
+	return nil
 }
 
 // Close stops the listeners, then the components in the reverse order of
 // Start. ctx bounds the graceful drain of requests in flight.
 func (s *Server) Close(ctx context.Context) error {
 	var errs []error
+	if s.hostAPI != nil {
+		if err := s.hostAPI.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("host API listener: %w", err))
+		}
+	}
 	if s.federation != nil {
 		if err := s.federation.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("federation listener: %w", err))
@@ -251,6 +309,9 @@ func (s *Server) Client() *federation.Client { return s.client }
 
 // Keys are the server's own signing keys.
 func (s *Server) Keys() *keys.Own { return s.keys }
+
+// HostAPI is the host plane's listener.
+func (s *Server) HostAPI() *hostapi.Server { return s.hostAPI }
 
 // Federation is the public listener.
 func (s *Server) Federation() *federation.Server { return s.federation }
