@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
 	"net/url"
 	"slices"
 	"testing"
@@ -285,5 +288,49 @@ func TestBigRoom_ResidentEndpoints(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("unsigned request answered %d", resp.StatusCode)
+	}
+}
+
+// TestBigRoom_JoinViaHostAPI runs the bigroom command as a user would:
+// it serves the room, asks the target (through its host API) to join a
+// user, and reports the time and the target's peak RSS (here the test
+// process's, as the target runs in it).
+func TestBigRoom_JoinViaHostAPI(t *testing.T) {
+	t.Parallel()
+	tg := startTarget(t)
+	base, token := tg.hostAPI(t)
+	ctx := testContext(t)
+	user := "@bigjoiner:" + tg.Name
+	var out, errOut bytes.Buffer
+	code := run(ctx, []string{"bigroom", "--members", "150", "--servers", "2", "--insecure", "--json",
+		"--join-via-host-api", base, "--host-token", token, "--user", user, "--target-pid", fmt.Sprint(os.Getpid())}, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("exit %d: %s %s", code, out.String(), errOut.String())
+	}
+	dec := json.NewDecoder(&out)
+	var ready bigRoomReady
+	var joined bigRoomJoin
+	if err := dec.Decode(&ready); err != nil {
+		t.Fatal(err)
+	}
+	if err := dec.Decode(&joined); err != nil {
+		t.Fatal(err)
+	}
+	if ready.Members != 150 || len(ready.Servers) != 2 || joined.RoomID != ready.RoomID || joined.User != user {
+		t.Fatalf("ready %+v, joined %+v", ready, joined)
+	}
+	if joined.Members != 151 || joined.Seconds <= 0 || joined.TargetPeakRSSBytes <= 0 || joined.EventID == "" {
+		t.Fatalf("joined %+v", joined)
+	}
+	members, err := tg.DB.Members(ctx, ready.RoomID, "join")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(members) != 151 {
+		t.Fatalf("the target holds %d members", len(members))
+	}
+	// Without --user the join cannot be asked for.
+	if code := run(ctx, []string{"bigroom", "--join-via-host-api", base}, io.Discard, io.Discard); code != 2 {
+		t.Errorf("--join-via-host-api without --user: exit %d", code)
 	}
 }

@@ -131,3 +131,42 @@ func TestSend_Refusals(t *testing.T) {
 		}
 	}
 }
+
+// TestSend_CreateRoomThroughHostAPI: with --create-room, the room is made
+// on the target through Ferry's host API, then joined and filled over
+// federation.
+func TestSend_CreateRoomThroughHostAPI(t *testing.T) {
+	t.Parallel()
+	tg := startTarget(t)
+	base, token := tg.hostAPI(t)
+	ctx := testContext(t)
+	var out, errOut bytes.Buffer
+	code := run(ctx, []string{"send", "--target", tg.Name, "--insecure", "--json", "--pdus", "50",
+		"--host-api", base, "--host-token", token, "--create-room", "--room-version", "10"}, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("exit %d: %s %s", code, out.String(), errOut.String())
+	}
+	var rep struct {
+		RoomID      string `json:"room_id"`
+		RoomVersion string `json:"room_version"`
+		Accepted    int    `json:"accepted"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Accepted != 50 || rep.RoomVersion != "10" {
+		t.Fatalf("report %s", out.String())
+	}
+	members, err := tg.DB.Members(ctx, rep.RoomID, "join")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(members) != 2 || !strings.Contains(strings.Join(members, " "), "@ferry-load:"+tg.Name) {
+		t.Fatalf("members %v, want the creator and the load user", members)
+	}
+	// A wrong token is the host API's refusal, reported before any join.
+	errOut.Reset()
+	if code := run(ctx, []string{"send", "--target", tg.Name, "--insecure", "--host-api", base, "--host-token", "wrong", "--create-room"}, io.Discard, &errOut); code != 1 || !strings.Contains(errOut.String(), "401") {
+		t.Errorf("wrong token: exit %d, %s", code, errOut.String())
+	}
+}

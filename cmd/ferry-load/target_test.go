@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/ferry-matrix/ferry/federation"
 	"github.com/ferry-matrix/ferry/homeserver"
+	"github.com/ferry-matrix/ferry/hostapi"
 	"github.com/ferry-matrix/ferry/keys"
 	"github.com/ferry-matrix/ferry/store"
 )
@@ -97,6 +99,24 @@ func startTarget(tb testing.TB) *target {
 		<-done
 	})
 	return &target{Name: name, DB: db, Engine: engine}
+}
+
+// hostAPI serves the target's host API over plain HTTP on loopback, as
+// ferry serve does, and returns its base URL and token. Unknown users
+// are registered on first use.
+func (tg *target) hostAPI(tb testing.TB) (string, string) {
+	tb.Helper()
+	const token = "ferry-load-test-token"
+	srv, err := hostapi.New(hostapi.Config{
+		Host:  &homeserver.Host{Engine: tg.Engine, AutoRegisterUsers: true},
+		Token: token, ServerName: tg.Name,
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	tb.Cleanup(ts.Close)
+	return ts.URL, token
 }
 
 // testContext is a context bounded by the test's deadline, or 2 minutes.
