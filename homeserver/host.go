@@ -951,5 +951,12 @@ func (h *Host) WaitEvents(ctx context.Context, since int64) error {
 	return h.store().WaitHostLog(ctx, since)
 }
 
+// Close stops the host's timers (typing notices waiting to be
+// withdrawn). Call it before closing the store; the operations must not be
+// used afterwards.
+func (h *Host) Close() {
+	h.typists.stopAll()
+}
+
 // StreamToken is the token of a stream position.
 func StreamToken(pos int64) string { return strconv.FormatInt(pos, 10) }

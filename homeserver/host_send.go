@@ -111,3 +111,13 @@ func (t *typingTimers) stop(roomID, userID string) {
 		delete(t.timers, key)
 	}
 }
+
+// stopAll cancels every pending withdrawal.
+func (t *typingTimers) stopAll() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for key, timer := range t.timers {
+		timer.Stop()
+		delete(t.timers, key)
+	}
+}
