@@ -255,7 +255,6 @@ func (s *Server) openHostAPI() error {
 		return err
 	}
 	s.hostAPI = api
-	s.logger.Info().Str("listen", api.Addr().String()).Str("url", api.URL()).Msg("host API listening")
 	return nil
 }
 
