@@ -92,6 +92,8 @@ func summarizeEvent(ev eventView) string {
 			s += ": " + oneLine(reason)
 		}
 		return s
+	case "m.room.power_levels":
+		return "power levels: " + summarizePowerUsers(content["users"])
 	case "m.room.encrypted":
 		return "(encrypted)"
 	}
@@ -246,4 +248,19 @@ func destinationStatus(d client.Destination, now time.Time) string {
 		return "sending"
 	}
 	return "ok"
+}
+
+// summarizePowerUsers lists the users of m.room.power_levels with their
+// levels, sorted; the rest of the event rarely matters at a glance.
+func summarizePowerUsers(users any) string {
+	byUser, _ := users.(map[string]any)
+	if len(byUser) == 0 {
+		return "no users listed"
+	}
+	parts := make([]string, 0, len(byUser))
+	for user, level := range byUser {
+		parts = append(parts, fmt.Sprintf("%s=%v", user, level))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, " ")
 }

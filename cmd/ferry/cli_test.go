@@ -226,6 +226,8 @@ func TestSummarizeEvent(t *testing.T) {
 		{`{"type":"m.room.name","state_key":"","content":{"name":"Lobby"}}`, "name: Lobby"},
 		{`{"type":"m.room.redaction","content":{"redacts":"$x"}}`, "redacts $x"},
 		{`{"type":"m.room.redaction","redacts":"$y","content":{}}`, "redacts $y"},
+		{`{"type":"m.room.power_levels","state_key":"","content":{"users":{"@b:s":50,"@a:s":100},"ban":50}}`, "power levels: @a:s=100 @b:s=50"},
+		{`{"type":"m.room.power_levels","state_key":"","content":{"ban":50}}`, "power levels: no users listed"},
 		{`{"type":"org.example.thing","content":{"b":1,"a":"x"}}`, `{"a":"x","b":1}`},
 		{`{"type":"org.example.empty","state_key":"k","content":{}}`, "(empty) k"},
 		{`{"type":"org.example.nocontent"}`, "(empty)"},
