@@ -46,6 +46,13 @@ type bigRoomJoin struct {
 	Seconds            float64 `json:"seconds"`
 	Members            int     `json:"members"`
 	TargetPeakRSSBytes int64   `json:"target_peak_rss_bytes,omitempty"`
+	// TargetPeakIsJoins says the peak covers this join only (the
+	// target's VmHWM was reset before it), not the process's lifetime.
+	TargetPeakIsJoins bool `json:"target_peak_is_join_only,omitempty"`
+	// TargetCPUSeconds is the CPU time (user and system) the target
+	// process used during the join: on a shared machine it varies less
+	// than the wall time.
+	TargetCPUSeconds float64 `json:"target_cpu_seconds,omitempty"`
 }
 
 // bigRoomServe is a built room served by its resident servers.
@@ -172,7 +179,12 @@ func runBigRoom(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	} else {
 		fmt.Fprintf(stdout, "joined %s as %s in %.2f s (%d members now)\n", res.RoomID, res.User, res.Seconds, res.Members)
 		if res.TargetPeakRSSBytes > 0 {
-			fmt.Fprintf(stdout, "target peak RSS (VmHWM): %.1f MB\n", float64(res.TargetPeakRSSBytes)/1e6)
+			scope := "since the target started"
+			if res.TargetPeakIsJoins {
+				scope = "during the join"
+			}
+			fmt.Fprintf(stdout, "target peak RSS (VmHWM) %s: %.1f MB; target CPU time during the join: %.2f s\n",
+				scope, float64(res.TargetPeakRSSBytes)/1e6, res.TargetCPUSeconds)
 		}
 	}
 	if cfg.Wait {
@@ -188,20 +200,63 @@ func joinViaHostAPI(ctx context.Context, cfg bigRoomConfig, b *bigRoomServe) (bi
 	if err := h.putUser(ctx, cfg.User); err != nil {
 		return bigRoomJoin{}, err
 	}
+	var res bigRoomJoin
+	var cpuBefore float64
+	if cfg.TargetPID > 0 {
+		// Linux resets a process's VmHWM to its current RSS when "5" is
+		// written to its clear_refs (our own processes only).
+		res.TargetPeakIsJoins = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", cfg.TargetPID), []byte("5"), 0) == nil
+		var err error
+		if cpuBefore, err = processCPU(cfg.TargetPID); err != nil {
+			return bigRoomJoin{}, err
+		}
+	}
 	start := time.Now()
 	eventID, err := h.join(ctx, b.Ready.RoomID, cfg.User, []string{b.Ready.Servers[0]})
 	if err != nil {
 		return bigRoomJoin{}, err
 	}
-	res := bigRoomJoin{RoomID: b.Ready.RoomID, User: cfg.User, EventID: eventID, Seconds: time.Since(start).Seconds(), Members: b.Resident.joinedMembers()}
+	res.Seconds = time.Since(start).Seconds()
+	res.RoomID, res.User, res.EventID, res.Members = b.Ready.RoomID, cfg.User, eventID, b.Resident.joinedMembers()
 	if cfg.TargetPID > 0 {
 		hwm, err := peakRSS(cfg.TargetPID)
 		if err != nil {
 			return res, err
 		}
 		res.TargetPeakRSSBytes = hwm
+		cpu, err := processCPU(cfg.TargetPID)
+		if err != nil {
+			return res, err
+		}
+		res.TargetCPUSeconds = cpu - cpuBefore
 	}
 	return res, nil
+}
+
+// clockTicks is Linux's USER_HZ, the unit of the CPU times in
+// /proc/PID/stat (100 on every architecture Go supports).
+const clockTicks = 100
+
+// processCPU returns the user plus system CPU time a process has used, in
+// seconds, from /proc/PID/stat.
+func processCPU(pid int) (float64, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("process CPU: %w", err)
+	}
+	// The command name (field 2) is in parentheses and may hold spaces;
+	// utime and stime are fields 14 and 15, the 12th and 13th after it.
+	_, rest, ok := strings.Cut(string(raw), ") ")
+	fields := strings.Fields(rest)
+	if !ok || len(fields) < 13 {
+		return 0, fmt.Errorf("process CPU: unexpected /proc/%d/stat", pid)
+	}
+	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
+	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("process CPU: unexpected /proc/%d/stat", pid)
+	}
+	return float64(utime+stime) / clockTicks, nil
 }
 
 // peakRSS reads a process's peak resident set size (VmHWM) from
