@@ -108,7 +108,11 @@ func errorFor(err error) (answer *Error, internal bool) {
 // become responses.
 func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	answer, internal := errorFor(err)
-	log := zerolog.Ctx(r.Context())
+	logger := zerolog.Ctx(r.Context()).With()
+	if info, ok := r.Context().Value(requestInfoKey{}).(*requestInfo); ok && info.route != "" {
+		logger = logger.Str("route", info.route)
+	}
+	log := logger.Logger()
 	switch {
 	case internal && r.Context().Err() != nil && errors.Is(err, context.Canceled):
 		// The host hung up; nobody reads the answer and nothing failed.

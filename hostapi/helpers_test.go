@@ -45,8 +45,9 @@ type node struct {
 	host *homeserver.Host
 	srv  *hostapi.Server
 	url  string
-	// closed is set once close ran.
-	closed bool
+	// closed is set once close ran; dbClosed when a test closed the
+	// store itself.
+	closed, dbClosed bool
 }
 
 // openNode opens the server on dir, listening on listen ("127.0.0.1:0"
@@ -116,6 +117,9 @@ func (n *node) close() {
 	defer cancel()
 	if err := n.srv.Close(ctx); err != nil {
 		n.t.Errorf("close server: %v", err)
+	}
+	if n.dbClosed {
+		return
 	}
 	if err := n.db.Close(); err != nil {
 		n.t.Errorf("close store: %v", err)

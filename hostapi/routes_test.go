@@ -266,3 +266,28 @@ func TestServer_CreateRoomFailedInvites(t *testing.T) {
 	}
 	n.must(http.MethodGet, "/_ferry/v1/rooms/"+esc(answer.RoomID), nil)
 }
+
+// TestServer_ServerSideFailures: failures that are not the request's
+// fault. Ours are 500 M_UNKNOWN with their details only in the log; other
+// servers' are 502 with the reason.
+func TestServer_ServerSideFailures(t *testing.T) {
+	n := newNode(t)
+	n.register(alice)
+
+	// This test server has no federation client: asking another server
+	// for its alias fails as if every server were down.
+	r := n.request(http.MethodGet, "/_ferry/v1/aliases/"+esc("#room:other.test"), nil)
+	if r.status != http.StatusBadGateway || r.errcode(t) != "M_UNKNOWN" || !strings.Contains(r.field(t, "error"), "#room:other.test") {
+		t.Errorf("remote alias without federation: %d %s, want 502 M_UNKNOWN naming the alias", r.status, r.body)
+	}
+
+	// The store closed under the server: an internal error, not echoed.
+	if err := n.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n.dbClosed = true
+	r = n.request(http.MethodGet, "/_ferry/v1/users", nil)
+	if r.status != http.StatusInternalServerError || r.errcode(t) != "M_UNKNOWN" || r.field(t, "error") != "Internal server error" {
+		t.Errorf("store closed: %d %s, want 500 M_UNKNOWN without details", r.status, r.body)
+	}
+}
