@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"net/url"
 	"strconv"
@@ -167,19 +168,31 @@ func (c *Client) followOnce(ctx context.Context, last *string, fn func(Item) err
 	}
 	opened()
 
-	scanner := bufio.NewScanner(resp.Body)
+	return readSSE(resp.Body, func(id, data string) error {
+		if err := deliver(id, data, fn); err != nil {
+			return err
+		}
+		if id != "" {
+			*last = id
+		}
+		return nil
+	})
+}
+
+// readSSE parses a Server-Sent Events stream and calls dispatch with the
+// id and data of each message, until the stream or dispatch fails. It
+// returns errStreamEnded when the stream ends cleanly.
+func readSSE(r io.Reader, dispatch func(id, data string) error) error {
+	scanner := bufio.NewScanner(r)
 	scanner.Buffer(make([]byte, 0, 64<<10), maxSSELine)
 	var id, data string
 	var hasData bool
 	for scanner.Scan() {
 		line := scanner.Text()
-		if line == "" { // the blank line ends an event
+		if line == "" { // the blank line ends a message
 			if hasData {
-				if err := deliver(id, data, fn); err != nil {
+				if err := dispatch(id, data); err != nil {
 					return err
-				}
-				if id != "" {
-					*last = id
 				}
 			}
 			id, data, hasData = "", "", false
