@@ -165,7 +165,6 @@ func (s *Server) Open(listen string) error {
 		IdleTimeout:    idleTimeout,
 		MaxHeaderBytes: maxHeaderBytes,
 		ErrorLog:       log.New(debugWriter{s.logger}, "", 0),
-		BaseContext:    func(net.Listener) context.Context { return context.Background() },
 	}
 	s.listener, s.http, s.serveDone = ln, srv, make(chan struct{})
 	go func(done chan struct{}) {
