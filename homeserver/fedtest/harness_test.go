@@ -724,24 +724,48 @@ func (c *cluster) missing(ids []string) (string, string) {
 }
 
 // WaitHeld waits until every node holds every candidate event of the
-// room in its graph. It polls the stores (the events it waits for may be
-// soft-failed, which wakes no host log reader), with a deadline.
+// room in its graph.
 func (c *cluster) WaitHeld(roomID string) {
+	c.t.Helper()
+	c.WaitAll(func() []string { return c.candidates(roomID) })
+}
+
+// WaitAll waits until every node holds every event ids returns in its
+// graph. It polls the stores (the events it waits for may be
+// soft-failed, which wakes no host log reader), with a deadline.
+func (c *cluster) WaitAll(ids func() []string) {
 	c.t.Helper()
 	deadline := time.Now().Add(2 * waitTimeout)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		ids := c.candidates(roomID)
-		server, id := c.missing(ids)
+		want := ids()
+		server, id := c.missing(want)
 		if server == "" {
 			return
 		}
 		if time.Now().After(deadline) {
-			c.Fatalf("%s never got %s of room %s (%d events to hold)", server, id, roomID, len(ids))
+			c.Fatalf("%s never got %s (%d events to hold): %s", server, id, len(want), c.describeEvent(id))
 		}
 		<-tick.C
 	}
+}
+
+// describeEvent says what each node holds of an event, for failures.
+func (c *cluster) describeEvent(id string) string {
+	ctx := testContext(c.t)
+	var parts []string
+	for _, n := range c.Nodes {
+		se, err := n.DB.Event(ctx, id)
+		switch {
+		case err != nil:
+			parts = append(parts, fmt.Sprintf("%s: %v", n.Name, err))
+		default:
+			parts = append(parts, fmt.Sprintf("%s: %s from %s, outlier=%v rejected=%v (%s) soft-failed=%v",
+				n.Name, se.Event.Type(), se.Event.Sender(), se.Outlier, se.Rejected, se.RejectedReason, se.SoftFailed))
+		}
+	}
+	return strings.Join(parts, "; ")
 }
 
 // Converge checks the room's convergence once the network is healed:
@@ -753,14 +777,26 @@ func (c *cluster) WaitHeld(roomID string) {
 // once and nothing else. It returns the number of events compared.
 func (c *cluster) Converge(roomID string, speakers map[*node]string) int {
 	c.t.Helper()
-	c.WaitHeld(roomID)
+	// A server sends an event only to the servers its own state counts
+	// in the room, so an event may reach some servers only when a later
+	// event names it: each speaker's word pulls what its server holds
+	// to the others.
 	for _, n := range c.Nodes {
-		sender, ok := speakers[n]
-		if !ok {
-			continue
+		if sender, ok := speakers[n]; ok {
+			id := c.Say(n, roomID, sender, "settling on "+n.Name)
+			c.WaitAll(func() []string { return []string{id} })
 		}
-		c.Say(n, roomID, sender, "settling on "+n.Name)
-		c.WaitHeld(roomID)
+	}
+	c.WaitHeld(roomID)
+	// Every server holds every event: one more word merges the forward
+	// extremities everywhere (an event one server soft-failed is no
+	// forward extremity there, but is one where it was accepted).
+	for _, n := range c.Nodes {
+		if sender, ok := speakers[n]; ok {
+			c.Say(n, roomID, sender, "settled on "+n.Name)
+			c.WaitHeld(roomID)
+			break
+		}
 	}
 	requireSameState(c.t, roomID, c.Nodes...)
 
