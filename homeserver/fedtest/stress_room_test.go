@@ -3,8 +3,8 @@ package fedtest
 import (
 	"errors"
 	"fmt"
-	"strconv"
 	"maps"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
