@@ -2,12 +2,18 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ferry-matrix/ferry"
+	"github.com/ferry-matrix/ferry/config"
 )
 
 // healthServer answers /healthz and /readyz on ln the way the host API
@@ -157,5 +163,44 @@ func TestHealthcheck_Registered(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	if code := runMain([]string{"healthcheck", "-h"}, nil, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "-ready") {
 		t.Errorf("ferry healthcheck -h: exit %d, %q", code, stderr.String())
+	}
+}
+
+// TestHealthcheck_RealServer probes a whole Ferry server started in
+// process with the configuration the probe reads too: alive and ready
+// while it runs, refused once it has stopped.
+func TestHealthcheck_RealServer(t *testing.T) {
+	env := map[string]string{
+		"FERRY_DATA_DIR":          t.TempDir(),
+		"FERRY_SERVER_NAME":       "health.test",
+		"FERRY_FEDERATION_LISTEN": "127.0.0.1:0",
+		"FERRY_HOST_LISTEN":       "127.0.0.1:0",
+	}
+	cfg, err := config.Load("", func(key string) (string, bool) { v, ok := env[key]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ferry.Start(cfg, ferry.Options{Logger: zerolog.New(zerolog.NewTestWriter(t))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The probe is told the port the host API got.
+	env["FERRY_HOST_LISTEN"] = srv.HostAPI().Addr().String()
+
+	code, stdout, stderr := runHealthcheckWith(t, env)
+	if code != 0 || !strings.HasPrefix(stdout, "ok: /healthz on "+env["FERRY_HOST_LISTEN"]) {
+		t.Errorf("healthz: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	code, stdout, stderr = runHealthcheckWith(t, env, "-ready")
+	if code != 0 || !strings.Contains(stdout, `"status":"ready"`) {
+		t.Errorf("readyz: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+
+	if err := srv.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr = runHealthcheckWith(t, env)
+	if code != 1 || stdout != "" || !strings.Contains(stderr, "connection refused") {
+		t.Errorf("after Close: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 }
