@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -32,6 +34,12 @@ func (cliTestKeys) KeyLookup(context.Context) rooms.KeyLookup { return roomstest
 // in dataDir/host_token, created if missing. It returns the address.
 func startHostAPI(t *testing.T, dataDir string) string {
 	t.Helper()
+	return startHostAPIOn(t, dataDir, "127.0.0.1:0")
+}
+
+// startHostAPIOn is startHostAPI listening at listen.
+func startHostAPIOn(t *testing.T, dataDir, listen string) string {
+	t.Helper()
 	token, _, err := hostapi.LoadOrCreateToken(dataDir)
 	if err != nil {
 		t.Fatal(err)
@@ -47,7 +55,7 @@ func startHostAPI(t *testing.T, dataDir string) string {
 		db.Close()
 		t.Fatal(err)
 	}
-	if err := srv.Open("127.0.0.1:0"); err != nil {
+	if err := srv.Open(listen); err != nil {
 		db.Close()
 		t.Fatal(err)
 	}
@@ -61,6 +69,9 @@ func startHostAPI(t *testing.T, dataDir string) string {
 			t.Errorf("close store: %v", err)
 		}
 	})
+	if strings.HasPrefix(listen, "unix:") {
+		return listen
+	}
 	return srv.Addr().String()
 }
 
@@ -314,5 +325,27 @@ func TestCLI_EventsFollow(t *testing.T) {
 		} else if !strings.Contains(out, " event "+roomID+" @alice:hs.test m.room.message "+text+"\n") {
 			t.Errorf("events --follow:\n%s", out)
 		}
+	}
+}
+
+// TestCLI_ConfigFileAndUnixSocket finds everything through -config: the
+// data directory with the token file and a host API on a unix socket.
+func TestCLI_ConfigFileAndUnixSocket(t *testing.T) {
+	dir := t.TempDir()
+	listen := "unix:" + filepath.Join(dir, "host.sock")
+	startHostAPIOn(t, dir, listen)
+	path := filepath.Join(dir, "ferry.toml")
+	conf := fmt.Sprintf("server_name = %q\ndata_dir = %q\n[host]\nlisten = %q\n", cliServerName, dir, listen)
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := cliSession{t: t, env: nil}
+	if out := s.ok("users", "add", "-config", path, "alice"); out != "@alice:hs.test\n" {
+		t.Errorf("users add: %q", out)
+	}
+	roomID := strings.TrimSpace(s.ok("rooms", "create", "--creator", "alice", "-config", path, "--name", "over a socket"))
+	s.ok("send", roomID, "--as", "alice", "-config", path, "hello socket")
+	if out := s.ok("events", "-config", path); !strings.Contains(out, "m.room.message hello socket") || !strings.Contains(out, "name: over a socket") {
+		t.Errorf("events:\n%s", out)
 	}
 }
