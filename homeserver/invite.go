@@ -86,7 +86,7 @@ func (e *Engine) Invite(ctx context.Context, roomID, sender, invitee string) (*r
 		unlock()
 		locked = false
 		if ev, err = e.countersignedInvite(ctx, h.v, roomID, server, ev, state); err != nil {
-			return nil, fmt.Errorf("invite: %w", err)
+			return nil, remoteRefusal("invite: "+server, err)
 		}
 		unlock = e.lockRoom(roomID)
 		locked = true
@@ -311,4 +311,19 @@ func (e *Engine) inviteeRegistered(ctx context.Context, userID string) error {
 	}
 	e.Logger.Info().Str("user", userID).Msg("user registered by an invite from another server")
 	return nil
+}
+
+// remoteRefusal classifies the failure of a request to another server
+// made for a local user: the server's refusal (a 4xx answer) is
+// Forbidden, anything else (unreachable, 5xx, an unusable answer)
+// Unavailable; the end of ctx is returned as it is.
+func remoteRefusal(what string, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	var status interface{ HTTPStatus() int }
+	if errors.As(err, &status) && status.HTTPStatus() >= 400 && status.HTTPStatus() < 500 {
+		return forbidden("%s refused: %v", what, err)
+	}
+	return unavailable("%s: %v", what, err)
 }

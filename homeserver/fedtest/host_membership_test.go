@@ -105,4 +105,19 @@ func TestHost_RejectRemoteInvite(t *testing.T) {
 	if _, err := hostB.User(ctx, dave); err == nil {
 		t.Fatal("dave is still registered")
 	}
+
+	// Inviting through A's host: B refuses an invite for a user it does
+	// not have (403); a server that is down is Unavailable (502).
+	hostA := &homeserver.Host{Engine: a.Engine, AutoRegisterUsers: true}
+	var he *homeserver.Error
+	if _, err := hostA.Invite(ctx, roomID, alice, b.User("ghost")); !errors.As(err, &he) || !he.Forbidden() {
+		t.Fatalf("invite refused by B: %v, want forbidden", err)
+	}
+	if m := a.membership(t, roomID, b.User("ghost")); m != "" {
+		t.Fatalf("the refused invite left membership %q on A", m)
+	}
+	b.stop(false)
+	if _, err := hostA.Invite(ctx, roomID, alice, bob); !errors.As(err, &he) || !he.Unavailable() {
+		t.Fatalf("invite to a server that is down: %v, want unavailable", err)
+	}
 }
