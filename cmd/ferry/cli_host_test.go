@@ -200,12 +200,23 @@ func TestCLI_AgainstServer(t *testing.T) {
 		t.Errorf("rooms leave: %q", out)
 	}
 
+	for _, verb := range []string{"kick", "ban", "unban"} {
+		if out := s.ok("rooms", verb, roomID, "bob", "--as", "alice", "--reason", "testing "+verb); !strings.HasPrefix(out, "$") {
+			t.Errorf("rooms %s: %q", verb, out)
+		}
+	}
+	if stderr := s.fails("rooms", "kick", roomID, "alice", "--as", "bob"); !strings.HasPrefix(stderr, "ferry: M_FORBIDDEN: ") {
+		t.Errorf("kick by a user not in the room: %q", stderr)
+	}
+	s.ok("rooms", "join", roomID, "--as", "bob")
+
 	// The event stream, one line per item.
 	events := s.ok("events")
 	if !strings.Contains(events, " event "+roomID+" @alice:hs.test m.room.message hello world\n") ||
 		!strings.Contains(events, " event "+roomID+" @alice:hs.test m.room.member invite @carol:hs.test") ||
 		!strings.Contains(events, " event "+roomID+" @alice:hs.test m.room.power_levels power levels: ") ||
-		!strings.Contains(events, "m.room.member leave @carol:hs.test: not now") {
+		!strings.Contains(events, "m.room.member leave @carol:hs.test: not now") ||
+		!strings.Contains(events, "@alice:hs.test m.room.member ban @bob:hs.test: testing ban") {
 		t.Errorf("events:\n%s", events)
 	}
 	items := jsonLines(t, s.ok("events", "--json"))

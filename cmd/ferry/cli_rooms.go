@@ -14,7 +14,41 @@ import (
 )
 
 func init() {
-	registerHostGroup("rooms", "manage rooms over the host API (create, join, invite, leave, list, state, messages)", roomsVerbs)
+	roomsVerbs = append(roomsVerbs,
+		moderationVerb("kick", "remove a user from a room", (*client.Client).Kick),
+		moderationVerb("ban", "ban a user from a room", (*client.Client).Ban),
+		moderationVerb("unban", "lift a user's ban", (*client.Client).Unban),
+	)
+	registerHostGroup("rooms", "manage rooms over the host API (create, join, invite, leave, kick, ban, list, state, messages...)", roomsVerbs)
+}
+
+// moderationVerb is `ferry rooms kick|ban|unban ROOM USER --as SENDER`,
+// which differ only in the route they call.
+func moderationVerb(name, summary string, call func(*client.Client, context.Context, string, client.ModerationRequest) (string, error)) hostVerb {
+	return hostVerb{
+		name:    "rooms " + name,
+		args:    "ROOM USER --as SENDER [--reason REASON]",
+		summary: summary,
+		minArgs: 2, maxArgs: 2,
+		setup: func(set *flag.FlagSet) func(context.Context, *hostCall) error {
+			as := set.String("as", "", "the joined local user with the power to do it (required)")
+			reason := set.String("reason", "", "reason given to the room")
+			return func(ctx context.Context, c *hostCall) error {
+				if err := require("as", *as); err != nil {
+					return err
+				}
+				roomID, err := c.roomID(ctx, c.args[0])
+				if err != nil {
+					return err
+				}
+				eventID, err := call(c.client, ctx, roomID, client.ModerationRequest{Sender: c.userID(*as), UserID: c.userID(c.args[1]), Reason: *reason})
+				if err != nil {
+					return err
+				}
+				return c.printEventID(eventID)
+			}
+		},
+	}
 }
 
 // printEventID prints the ID of the event an operation created, or the
