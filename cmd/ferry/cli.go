@@ -107,6 +107,13 @@ func runHostGroup(ctx context.Context, group string, verbs []hostVerb, args []st
 	return 2
 }
 
+// argumentNote explains the shorthands every host verb accepts.
+const argumentNote = `
+USER is a user ID (@alice:example.org) or, for users of this server, its
+localpart (alice). ROOM is a room ID (!...) or an alias (#name:server).
+Flags may come before or after the arguments; after "--" nothing is a flag.
+`
+
 func groupUsage(w io.Writer, group string, verbs []hostVerb) {
 	fmt.Fprintf(w, "usage: ferry %s <command> [arguments] [-config file] [--json]\n\ncommands:\n", group)
 	sorted := append([]hostVerb(nil), verbs...)
@@ -114,6 +121,7 @@ func groupUsage(w io.Writer, group string, verbs []hostVerb) {
 	for _, verb := range sorted {
 		fmt.Fprintf(w, "  %-10s %s\n", strings.TrimPrefix(verb.name, group+" "), verb.summary)
 	}
+	fmt.Fprint(w, argumentNote)
 }
 
 // runHostVerb parses args for verb (flags may come before or after the
@@ -128,6 +136,7 @@ func runHostVerb(ctx context.Context, verb hostVerb, args []string, env config.L
 	set.Usage = func() {
 		fmt.Fprintf(stderr, "usage: ferry %s %s\n", verb.name, verb.args)
 		set.PrintDefaults()
+		fmt.Fprint(stderr, argumentNote)
 	}
 	flagArgs, positional := splitFlags(set, args)
 	if err := set.Parse(flagArgs); err != nil {
