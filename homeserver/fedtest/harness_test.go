@@ -700,10 +700,10 @@ func (c *cluster) candidates(roomID string) []string {
 
 // missing returns the first node and event of ids the node does not hold
 // in its room graph (absent or an outlier), "" when all hold all.
-func (c *cluster) missing(ids []string) (string, string) {
+func (c *cluster) missing(nodes []*node, ids []string) (string, string) {
 	c.t.Helper()
 	ctx := testContext(c.t)
-	for _, n := range c.Nodes {
+	for _, n := range nodes {
 		evs, err := n.DB.Events(ctx, ids)
 		if err != nil {
 			c.Fatalf("%s: events: %v", n.Name, err)
@@ -735,12 +735,23 @@ func (c *cluster) WaitHeld(roomID string) {
 // soft-failed, which wakes no host log reader), with a deadline.
 func (c *cluster) WaitAll(ids func() []string) {
 	c.t.Helper()
+	c.waitHeldOn(c.Nodes, ids)
+}
+
+// WaitOn waits until each of nodes holds every event of ids in its graph.
+func (c *cluster) WaitOn(nodes []*node, ids []string) {
+	c.t.Helper()
+	c.waitHeldOn(nodes, func() []string { return ids })
+}
+
+func (c *cluster) waitHeldOn(nodes []*node, ids func() []string) {
+	c.t.Helper()
 	deadline := time.Now().Add(2 * waitTimeout)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		want := ids()
-		server, id := c.missing(want)
+		server, id := c.missing(nodes, want)
 		if server == "" {
 			return
 		}
