@@ -294,7 +294,13 @@ func (h *Host) CreateRoom(ctx context.Context, req CreateRoomRequest) (string, e
 	if err := h.actor(ctx, req.Creator); err != nil {
 		return "", err
 	}
-	return h.Engine.CreateRoom(ctx, req)
+	roomID, err := h.Engine.CreateRoom(ctx, req)
+	if errors.Is(err, store.ErrConflict) {
+		// The alias was taken between the check above and its
+		// creation; the room exists without it.
+		return roomID, withCode(KindConflict, "M_ROOM_IN_USE", "room %s was created, but alias %s was taken meanwhile", roomID, req.Alias)
+	}
+	return roomID, err
 }
 
 // resolveRoom turns a room ID or an alias into a room ID and the servers
@@ -893,51 +899,82 @@ func (h *Host) Events(ctx context.Context, since int64, limit int) ([]StreamItem
 		return nil, fmt.Errorf("events: %w", err)
 	}
 	out := make([]StreamItem, 0, len(recs))
+	versions := map[string]rooms.Version{}
 	for _, r := range recs {
-		item, err := streamItem(r)
+		item, err := h.streamItem(ctx, r, versions)
 		if err != nil {
-			// One damaged entry must not stall the stream: it is
-			// logged and skipped.
-			h.Engine.Logger.Error().Err(err).Int64("pos", r.Pos).Msg("host log entry unreadable; skipped")
-			continue
+			// A damaged entry is passed on as it is, not skipped:
+			// skipping the last entry of a read would leave the
+			// consumer's position before it, reading it again forever.
+			h.Engine.Logger.Error().Err(err).Int64("pos", r.Pos).Str("kind", r.Kind).Msg("host log entry damaged; passed on without event_id")
 		}
 		out = append(out, item)
 	}
 	return out, nil
 }
 
-// streamItem converts a host log record.
-func streamItem(r store.HostLogRecord) (StreamItem, error) {
+// streamItem converts a host log record. On error the item carries the
+// stored payload as it is, when it is JSON.
+func (h *Host) streamItem(ctx context.Context, r store.HostLogRecord, versions map[string]rooms.Version) (StreamItem, error) {
 	item := StreamItem{Pos: r.Pos, Kind: r.Kind, RoomID: r.RoomID}
+	asIs := func(err error) (StreamItem, error) {
+		if json.Valid(r.Payload) {
+			if r.Kind == store.HostEDU {
+				item.EDU = json.RawMessage(r.Payload)
+			} else {
+				item.Event = json.RawMessage(r.Payload)
+			}
+		}
+		return item, err
+	}
 	switch r.Kind {
 	case store.HostEvent:
 		raw, err := withEventID(r.Payload, r.EventID)
 		if err != nil {
-			return item, fmt.Errorf("event %s: %w", r.EventID, err)
+			return asIs(fmt.Errorf("event %s: %w", r.EventID, err))
 		}
 		item.Event = raw
 	case store.HostInvite, store.HostKnock:
-		id, err := payloadEventID(r.Payload, r.RoomID)
+		id, err := h.payloadEventID(ctx, r.Payload, r.RoomID, versions)
 		if err != nil {
-			return item, err
+			return asIs(err)
 		}
 		raw, err := withEventID(r.Payload, id)
 		if err != nil {
-			return item, err
+			return asIs(err)
 		}
 		item.Event = raw
 	case store.HostEDU:
+		if !json.Valid(r.Payload) {
+			return item, errors.New("EDU payload is not JSON")
+		}
 		item.EDU = json.RawMessage(r.Payload)
 	default:
-		return item, fmt.Errorf("unknown kind %q", r.Kind)
+		return asIs(fmt.Errorf("unknown kind %q", r.Kind))
 	}
 	return item, nil
 }
 
 // payloadEventID computes the event ID of an event logged by value (an
-// invite or a knock): the version is read from the room ID's form
-// through parseAnyVersion, which tries the versions we support.
-func payloadEventID(raw []byte, roomID string) (string, error) {
+// invite or a knock) in the version of its room, or, for a room not held,
+// the first supported version it parses in (parseAnyVersion).
+func (h *Host) payloadEventID(ctx context.Context, raw []byte, roomID string, versions map[string]rooms.Version) (string, error) {
+	v, ok := versions[roomID]
+	if !ok {
+		if room, err := h.store().Room(ctx, roomID); err == nil {
+			if rv, err := rooms.LookupVersion(room.Version); err == nil {
+				v, ok = rv, true
+				versions[roomID] = rv
+			}
+		}
+	}
+	if ok {
+		ev, err := rooms.ParseEvent(v, raw)
+		if err != nil {
+			return "", fmt.Errorf("logged event: %w", err)
+		}
+		return ev.EventID(), nil
+	}
 	ev := parseAnyVersion(raw, roomID)
 	if ev == nil {
 		return "", errors.New("logged event does not parse in any supported room version")

@@ -730,6 +730,15 @@ func TestHost_Events(t *testing.T) {
 	if err != nil || len(rest) != 2 || rest[0].Pos != items[3].Pos {
 		t.Fatalf("events after %d: %+v, %v", items[2].Pos, rest, err)
 	}
+	// A damaged entry is passed on, not skipped.
+	if _, err := h.Engine.Store.AppendHostLog(ctx, store.HostLogEntry{Kind: store.HostInvite, RoomID: roomID, Payload: []byte("not JSON")}); err != nil {
+		t.Fatal(err)
+	}
+	damaged, err := h.Events(ctx, last.Pos, 10)
+	if err != nil || len(damaged) != 1 || damaged[0].Kind != "invite" || damaged[0].Event != nil {
+		t.Fatalf("damaged entry: %+v, %v", damaged, err)
+	}
+	last = damaged[0]
 	// Waiting: at once when an item is there, until ctx ends otherwise,
 	// and woken by a new item.
 	if err := h.WaitEvents(ctx, items[2].Pos); err != nil {
