@@ -22,6 +22,16 @@
 // StateIDs, State, EventAuth, Backfill, MissingEvents) answer the
 // federation history endpoints for servers with a joined member.
 //
+// Host is the host plane's side of the engine: what the host product does
+// as its local users (registered users only, unless AutoRegisterUsers),
+// each operation checked and refused with an *Error that names the Matrix
+// errcode, and the reads it needs: room summaries, current state, the
+// timeline paged with opaque tokens (backfilling history from other
+// servers with BackfillRoom when paging backwards runs out of it) and the
+// host event stream. Sends under a transaction ID are recorded in the
+// transaction that persists the event, so a retry never makes a second
+// event.
+//
 // The engine keeps, per room, its forward extremities and current state in
 // memory, changed only under the room's lock after a commit. Every write
 // to a room must therefore go through the engine.
