@@ -686,14 +686,15 @@ func (h *Host) Room(ctx context.Context, roomID string) (RoomSummary, error) {
 // summary reads a room's summary from its current state.
 func (h *Host) summary(ctx context.Context, r store.Room) (RoomSummary, error) {
 	s := RoomSummary{RoomID: r.ID, RoomVersion: r.Version, JoinedLocalUsers: []string{}, Servers: []string{}}
-	cur, err := h.store().CurrentState(ctx, r.ID)
-	if err != nil {
-		return s, fmt.Errorf("room %s: %w", r.ID, err)
-	}
+	// Three keyed look-ups rather than the whole state: a large room's
+	// members would dominate it.
 	text := func(typ, field string) (string, error) {
-		id, ok := cur[store.StateKey{Type: typ}]
-		if !ok {
+		id, err := h.store().CurrentStateEvent(ctx, r.ID, store.StateKey{Type: typ})
+		if errors.Is(err, store.ErrNotFound) {
 			return "", nil
+		}
+		if err != nil {
+			return "", fmt.Errorf("room %s: %s: %w", r.ID, typ, err)
 		}
 		se, err := h.Engine.storedEvent(ctx, id)
 		if err != nil {
@@ -702,6 +703,7 @@ func (h *Host) summary(ctx context.Context, r store.Room) (RoomSummary, error) {
 		v, _ := se.Event.Content()[field].(string)
 		return v, nil
 	}
+	var err error
 	if s.Name, err = text("m.room.name", "name"); err != nil {
 		return s, err
 	}
