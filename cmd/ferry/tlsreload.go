@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/ferry-matrix/ferry/config"
 )
 
 // certificateFiles is the federation listener's certificate as read from
@@ -83,6 +85,27 @@ func (c *certificateFiles) logLoaded(cert *tls.Certificate, msg string) {
 		}
 	}
 	ev.Msg(msg)
+}
+
+// reloadableCertificate is `ferry serve`'s TLS reload in one call: when
+// cfg names certificate files (federation.tls_cert and tls_key, without
+// plain_http) it loads them and returns their GetCertificate for the
+// federation listener, else nil (Ferry then uses its generated
+// certificate, or none). Either way SIGHUP is handled from now until stop
+// is called, reloading the files or logging that there is nothing to
+// reload. A file that cannot be loaded is an error, and nothing is left
+// running.
+func reloadableCertificate(cfg *config.Config, logger zerolog.Logger) (getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error), stop func(), err error) {
+	f := cfg.Federation
+	var certs *certificateFiles
+	if f.TLSCert != "" && !f.PlainHTTP {
+		certs, err = loadCertificateFiles(f.TLSCert, f.TLSKey, logger)
+		if err != nil {
+			return nil, nil, err
+		}
+		getCertificate = certs.GetCertificate
+	}
+	return getCertificate, watchSIGHUP(certs, logger), nil
 }
 
 // watchSIGHUP reloads certs each time the process receives SIGHUP (what

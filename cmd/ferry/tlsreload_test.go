@@ -21,6 +21,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/ferry-matrix/ferry/config"
 	"github.com/ferry-matrix/ferry/federation"
 )
 
@@ -280,5 +281,41 @@ func TestWatchSIGHUP_NothingToReload(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("SIGHUP not logged: %q", logs.String())
 		}
+	}
+}
+
+func TestReloadableCertificate(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	newTestCertificate(t, "files.test").install(t, certFile, keyFile)
+
+	cfg := config.Default()
+	cfg.Federation.TLSCert, cfg.Federation.TLSKey = certFile, keyFile
+	get, stop, err := reloadableCertificate(cfg, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	cert, err := get(&tls.ClientHelloInfo{ServerName: "files.test"})
+	if err != nil || cert.Leaf == nil || cert.Leaf.Subject.CommonName != "files.test" {
+		t.Errorf("GetCertificate = %v, %v", cert, err)
+	}
+	stop()
+
+	// No files (a generated certificate, or plain HTTP): nothing to serve
+	// from here, but SIGHUP is still handled.
+	for _, c := range []*config.Config{config.Default(), {Federation: config.Federation{PlainHTTP: true}}} {
+		get, stop, err := reloadableCertificate(c, zerolog.Nop())
+		if err != nil || get != nil || stop == nil {
+			t.Errorf("without files: %v, %v", get != nil, err)
+		}
+		if stop != nil {
+			stop()
+		}
+	}
+
+	cfg.Federation.TLSKey = filepath.Join(dir, "missing.key")
+	if _, _, err := reloadableCertificate(cfg, zerolog.Nop()); err == nil || !strings.Contains(err.Error(), "missing.key") {
+		t.Errorf("missing key file: %v", err)
 	}
 }
