@@ -156,18 +156,22 @@ func runHostVerb(ctx context.Context, verb hostVerb, args []string, env config.L
 		return 1
 	}
 	address := hostAddress(cfg)
-	token, err := hostToken(cfg)
-	if err != nil {
-		fmt.Fprintf(stderr, "ferry: %v\n", err)
-		return 1
-	}
+	// Without a token the verb still runs: its own usage checks come
+	// first, and a server that is not running deserves that hint more.
+	// Only the server's M_MISSING_TOKEN is then explained by tokenErr.
+	token, tokenErr := hostToken(cfg)
 	c, err := client.New(address, token)
 	if err != nil {
 		fmt.Fprintf(stderr, "ferry: %v\n", err)
 		return 1
 	}
 	call := &hostCall{args: positional, cfg: cfg, client: c, address: address, token: token, json: *asJSON, stdout: stdout, stderr: stderr}
-	return exitStatus(run(ctx, call), verb, stderr)
+	err = run(ctx, call)
+	if tokenErr != nil && client.ErrorCode(err) == "M_MISSING_TOKEN" {
+		fmt.Fprintf(stderr, "ferry: %v\n", tokenErr)
+		return 1
+	}
+	return exitStatus(err, verb, stderr)
 }
 
 // exitStatus prints err the way the CLI promises and returns the status.

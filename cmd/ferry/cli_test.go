@@ -141,7 +141,8 @@ func strconvQuote(s string) string {
 }
 
 func TestCLI_UsageErrors(t *testing.T) {
-	env := map[string]string{"FERRY_HOST_TOKEN": "t", "FERRY_DATA_DIR": t.TempDir()}
+	// No server and no token: usage mistakes are found before either matters.
+	env := map[string]string{"FERRY_DATA_DIR": t.TempDir()}
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -195,14 +196,22 @@ func TestCLI_ServerNotRunning(t *testing.T) {
 	}
 }
 
+// TestCLI_NoToken runs a verb with no token configured and none in the
+// data directory against a running server: the server's refusal is
+// explained, the file is not created, and usage mistakes still come first.
 func TestCLI_NoToken(t *testing.T) {
+	address := startHostAPI(t, t.TempDir())
 	dir := t.TempDir()
-	status, _, stderr := runCLI(t, map[string]string{"FERRY_DATA_DIR": dir}, "users", "list")
-	if status != 1 || !strings.Contains(stderr, "no host API token") {
+	env := map[string]string{"FERRY_HOST_LISTEN": address, "FERRY_DATA_DIR": dir}
+	status, _, stderr := runCLI(t, env, "users", "list")
+	if status != 1 || !strings.HasPrefix(stderr, "ferry: no host API token: ") || !strings.Contains(stderr, "FERRY_HOST_TOKEN") {
 		t.Errorf("status %d, stderr %q", status, stderr)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "host_token")); !os.IsNotExist(err) {
 		t.Errorf("the CLI created the token file (stat: %v)", err)
+	}
+	if status, _, stderr := runCLI(t, env, "rooms", "create"); status != 2 || !strings.Contains(stderr, "--creator is required") {
+		t.Errorf("usage mistake without a token: status %d, stderr %q", status, stderr)
 	}
 }
 
