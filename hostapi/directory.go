@@ -3,6 +3,8 @@ package hostapi
 import (
 	"net/http"
 	"time"
+
+	"github.com/ferry-matrix/ferry/homeserver"
 )
 
 type putAliasRequest struct {
@@ -86,6 +88,25 @@ func unixMS(t time.Time) int64 {
 	return t.UnixMilli()
 }
 
+// wireDestination converts one destination's health to its wire form.
+func wireDestination(h homeserver.DestinationHealth) destination {
+	return destination{
+		ServerName:     h.Name,
+		LastSuccessTS:  unixMS(h.LastSuccess),
+		LastFailureTS:  unixMS(h.LastFailure),
+		LastError:      h.LastError,
+		Failures:       h.Failures,
+		BackoffUntilTS: unixMS(h.BackoffUntil),
+		Queued:         h.Queued,
+		InFlightTxn:    h.InFlightTxn,
+		Active:         h.Active,
+		TxnsSent:       h.TxnsSent,
+		PDUErrors:      h.PDUErrors,
+		CatchUps:       h.CatchUps,
+		Dropped:        h.Dropped,
+	}
+}
+
 func (s *Server) handleDestinations(w http.ResponseWriter, r *http.Request) error {
 	health, err := s.host.Destinations(r.Context())
 	if err != nil {
@@ -93,21 +114,7 @@ func (s *Server) handleDestinations(w http.ResponseWriter, r *http.Request) erro
 	}
 	out := make([]destination, 0, len(health))
 	for _, h := range health {
-		out = append(out, destination{
-			ServerName:     h.Name,
-			LastSuccessTS:  unixMS(h.LastSuccess),
-			LastFailureTS:  unixMS(h.LastFailure),
-			LastError:      h.LastError,
-			Failures:       h.Failures,
-			BackoffUntilTS: unixMS(h.BackoffUntil),
-			Queued:         h.Queued,
-			InFlightTxn:    h.InFlightTxn,
-			Active:         h.Active,
-			TxnsSent:       h.TxnsSent,
-			PDUErrors:      h.PDUErrors,
-			CatchUps:       h.CatchUps,
-			Dropped:        h.Dropped,
-		})
+		out = append(out, wireDestination(h))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"destinations": out})
 	return nil
