@@ -540,6 +540,9 @@ func (h *Host) Send(ctx context.Context, roomID, sender, eventType string, conte
 	if content == nil {
 		content = map[string]any{}
 	}
+	if err := checkContentSize(content); err != nil {
+		return "", err
+	}
 	le := LocalEvent{Type: eventType, Sender: sender, Content: content}
 	if txnID == "" {
 		ev, err := h.Engine.SendEvent(ctx, roomID, le)
@@ -549,6 +552,20 @@ func (h *Host) Send(ctx context.Context, roomID, sender, eventType string, conte
 		return ev.EventID(), nil
 	}
 	return h.sendOnce(ctx, roomID, le, txnID)
+}
+
+// checkContentSize refuses content that cannot fit in an event
+// (M_TOO_LARGE); an event just over the limit once its envelope is added
+// is refused by the event builder (400).
+func checkContentSize(content map[string]any) error {
+	raw, err := json.Marshal(content)
+	if err != nil {
+		return badRequest("content: %v", err)
+	}
+	if len(raw) > rooms.MaxPDUBytes {
+		return withCode(KindBadRequest, "M_TOO_LARGE", "content is %d bytes; an event may hold at most %d", len(raw), rooms.MaxPDUBytes)
+	}
+	return nil
 }
 
 // SetState sets a state event as sender.
@@ -564,6 +581,9 @@ func (h *Host) SetState(ctx context.Context, roomID, sender, eventType, stateKey
 	}
 	if content == nil {
 		content = map[string]any{}
+	}
+	if err := checkContentSize(content); err != nil {
+		return "", err
 	}
 	ev, err := h.Engine.SendEvent(ctx, roomID, LocalEvent{Type: eventType, StateKey: rooms.StringPtr(stateKey), Sender: sender, Content: content})
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -240,6 +241,18 @@ func TestHost_Refusals(t *testing.T) {
 			return err
 		}},
 		{"send: no type", isBadRequest, "", func() error { _, err := h.Send(ctx, roomID, alice, "", nil, ""); return err }},
+		{"send: content too large", isBadRequest, "M_TOO_LARGE", func() error {
+			_, err := h.Send(ctx, roomID, alice, "m.room.message", map[string]any{"body": strings.Repeat("x", 70000)}, "big")
+			return err
+		}},
+		{"send: event just too large", isBadRequest, "", func() error {
+			_, err := h.Send(ctx, roomID, alice, "m.room.message", map[string]any{"body": strings.Repeat("x", 65400)}, "")
+			return err
+		}},
+		{"state: content too large", isBadRequest, "M_TOO_LARGE", func() error {
+			_, err := h.SetState(ctx, roomID, alice, "m.room.topic", "", map[string]any{"topic": strings.Repeat("x", 70000)})
+			return err
+		}},
 		{"state: not joined", isForbidden, "", func() error {
 			_, err := h.SetState(ctx, roomID, carol, "m.room.topic", "", map[string]any{"topic": "x"})
 			return err
