@@ -2,6 +2,7 @@ package hostapi
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -77,7 +78,7 @@ type Config struct {
 // requests concurrently.
 type Server struct {
 	host         Host
-	token        []byte
+	tokenDigest  [sha256.Size]byte
 	serverName   string
 	logger       zerolog.Logger
 	extra        map[string]http.Handler
@@ -107,7 +108,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		host:         cfg.Host,
-		token:        []byte(cfg.Token),
+		tokenDigest:  sha256.Sum256([]byte(cfg.Token)),
 		serverName:   cfg.ServerName,
 		logger:       cfg.Logger,
 		extra:        cfg.Extra,
