@@ -418,6 +418,13 @@ func (h *Host) Leave(ctx context.Context, roomID, userID, reason string) (string
 // whoever sent the user's membership event (the inviter), then the one
 // the room ID names. The engine uses them only when it must.
 func (h *Host) leaveServers(ctx context.Context, roomID, userID string) ([]string, error) {
+	here, _, err := h.Engine.joinedHere(ctx, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("leave %s: %w", roomID, err)
+	}
+	if here {
+		return nil, nil // an ordinary local event
+	}
 	var via []string
 	add := func(s string) {
 		if s != "" && s != h.Engine.ServerName && !slices.Contains(via, s) {
