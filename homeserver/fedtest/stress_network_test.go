@@ -115,6 +115,8 @@ type network struct {
 	stopping map[string]chan struct{}
 	// refused counts requests a rule stopped, by link.
 	refused map[link]int
+	// requests counts every request, by link and endpoint.
+	requests map[link]map[string]int
 }
 
 func newNetwork() *network {
@@ -123,6 +125,7 @@ func newNetwork() *network {
 		lifted:   make(chan struct{}),
 		stopping: map[string]chan struct{}{},
 		refused:  map[link]int{},
+		requests: map[link]map[string]int{},
 	}
 }
 
@@ -192,11 +195,35 @@ func (nw *network) releaseTo(name string) {
 	nw.stopping[name] = closedChan
 }
 
-// judge returns the fault for a request from origin to `to`, with the
-// channels that end a hang.
-func (nw *network) judge(origin, to string) (fault, <-chan struct{}, <-chan struct{}) {
+// Requests returns how many requests from `from` to `to` reached the
+// endpoint (the path's segment after the API version, e.g. "event",
+// "get_missing_events", "send"), faulted or not.
+func (nw *network) Requests(from, to, endpoint string) int {
 	nw.mu.Lock()
 	defer nw.mu.Unlock()
+	return nw.requests[link{from, to}][endpoint]
+}
+
+// endpointOf names the endpoint of a federation path:
+// /_matrix/federation/v1/event/$x is "event".
+func endpointOf(path string) string {
+	parts := strings.Split(strings.TrimPrefix(path, "/"), "/")
+	if len(parts) < 4 {
+		return path
+	}
+	return parts[3]
+}
+
+// judge returns the fault for a request from origin to `to`, with the
+// channels that end a hang.
+func (nw *network) judge(origin, to, endpoint string) (fault, <-chan struct{}, <-chan struct{}) {
+	nw.mu.Lock()
+	defer nw.mu.Unlock()
+	l := link{origin, to}
+	if nw.requests[l] == nil {
+		nw.requests[l] = map[string]int{}
+	}
+	nw.requests[l][endpoint]++
 	f, ok := nw.rules[link{anyOrigin, to}]
 	if !ok && origin != "" {
 		f = nw.rules[link{origin, to}]
@@ -217,7 +244,7 @@ var garbageBody = []byte("\x00\xff\xfe{\"pdus\": [ garbage")
 func (nw *network) handler(to string, next http.Handler, d *homeserver.Delivery) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		origin := requestOrigin(r)
-		f, lifted, stopping := nw.judge(origin, to)
+		f, lifted, stopping := nw.judge(origin, to, endpointOf(r.URL.Path))
 		switch f {
 		case refuse:
 			// Aborting the handler closes the connection with no
