@@ -272,8 +272,8 @@ func (h *Host) CreateRoom(ctx context.Context, req CreateRoomRequest) (string, e
 		return "", badRequest("unknown preset %q", req.Preset)
 	}
 	for _, u := range req.Invite {
-		if _, err := rooms.ParseUserID(u); err != nil {
-			return "", badRequest("invite: %v", err)
+		if err := invitee(u); err != nil {
+			return "", err
 		}
 	}
 	for _, u := range req.AdditionalCreators {
@@ -324,7 +324,7 @@ func (h *Host) resolveRoom(ctx context.Context, roomIDOrAlias string, via []stri
 	}
 	a, _ := rooms.ParseRoomAlias(roomIDOrAlias)
 	out := []string{string(a.Server())}
-	for _, s := range append(servers, via...) {
+	for _, s := range slices.Concat(servers, via) {
 		if !slices.Contains(out, s) {
 			out = append(out, s)
 		}
@@ -366,10 +366,10 @@ func (h *Host) Invite(ctx context.Context, roomID, sender, userID string) (strin
 	if err := h.actor(ctx, sender); err != nil {
 		return "", err
 	}
-	if _, err := rooms.ParseUserID(userID); err != nil {
-		return "", badRequest("invitee: %v", err)
-	}
 	if err := h.knownRoom(ctx, roomID); err != nil {
+		return "", err
+	}
+	if err := invitee(userID); err != nil {
 		return "", err
 	}
 	ev, err := h.Engine.Invite(ctx, roomID, sender, userID)
@@ -377,6 +377,16 @@ func (h *Host) Invite(ctx context.Context, roomID, sender, userID string) (strin
 		return "", err
 	}
 	return ev.EventID(), nil
+}
+
+// invitee checks the ID of a user to invite. Local invitees need not be
+// registered: the contract leaves registration to the acting users, and
+// an invite names a user the host may register later.
+func invitee(userID string) error {
+	if _, err := rooms.ParseUserID(userID); err != nil {
+		return badRequest("invitee: %v", err)
+	}
+	return nil
 }
 
 // knownRoom checks that roomID parses and is held here.
