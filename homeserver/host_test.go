@@ -490,6 +490,13 @@ func TestHost_InviteKnock(t *testing.T) {
 	if m := membershipOf(t, h, roomID, dave); m != "knock" {
 		t.Fatalf("dave's membership %q after knock %s", m, knock)
 	}
+	if se, err := h.Engine.Store.Event(ctx, knock); err != nil || se.Event.Content()["reason"] != "let me in" {
+		t.Fatalf("knock %+v, %v; want the reason in its content", se, err)
+	}
+	_, err = h.Knock(ctx, roomID, "@stranger:hs.test", "", nil)
+	requireRefusal(t, "knock by an unregistered user", err, isForbidden, "")
+	_, err = h.Knock(ctx, "#nowhere:hs.test", carol, "", nil)
+	requireRefusal(t, "knock on an unknown alias", err, isNotFound, "")
 	invite, err := h.Invite(ctx, roomID, alice, carol)
 	if err != nil {
 		t.Fatal(err)
