@@ -116,6 +116,7 @@ func testBadInput(t *testing.T, serverName string) {
 		// Conflicts and sizes.
 		{"put alias taken", "PUT", "/_ferry/v1/aliases/" + esc("#taken:hs.test"), map[string]any{"room_id": roomID}, 409, "M_ROOM_IN_USE"},
 		{"create alias taken", "POST", "/_ferry/v1/rooms", map[string]any{"creator": alice, "alias": "#taken:hs.test"}, 409, "M_ROOM_IN_USE"},
+		{"content too large for an event", "POST", room + "/send", `{"sender": "@alice:hs.test", "type": "m.room.message", "content": {"body": "` + strings.Repeat("x", 70000) + `"}}`, 400, "M_TOO_LARGE"},
 		{"body too large", "POST", room + "/send", `{"sender": "@alice:hs.test", "type": "m.room.message", "content": {"body": "` + strings.Repeat("x", 1<<20) + `"}}`, 413, "M_TOO_LARGE"},
 	}
 	for _, c := range cases {
