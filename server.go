@@ -30,6 +30,11 @@ type Options struct {
 	// Version is reported at /_matrix/federation/v1/version; "dev" when
 	// empty.
 	Version string
+	// GetCertificate, when set, supplies the federation listener's
+	// certificate at each handshake in place of loading
+	// federation.tls_cert once, so the program can reload it (ferry serve
+	// does on SIGHUP). Used only when tls_cert is configured.
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 }
 
 // Server is one running Ferry homeserver: every component wired in the
@@ -113,7 +118,7 @@ func Start(cfg *config.Config, opts Options) (_ *Server, err error) {
 		keyLog.Msg("signing key loaded")
 	}
 
-	tlsConfig, err := federationTLS(cfg, logger)
+	tlsConfig, err := federationTLS(cfg, opts, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -317,12 +322,17 @@ func (s *Server) Federation() *federation.Server { return s.federation }
 
 // federationTLS returns the listener's TLS configuration: none for
 // plain_http, the configured certificate, or a generated self-signed one.
-func federationTLS(cfg *config.Config, logger zerolog.Logger) (*tls.Config, error) {
+func federationTLS(cfg *config.Config, opts Options, logger zerolog.Logger) (*tls.Config, error) {
 	f := cfg.Federation
 	switch {
 	case f.PlainHTTP:
 		logger.Warn().Msg("federation.plain_http is set: serving HTTP, expecting a reverse proxy to terminate TLS")
 		return nil, nil
+	case f.TLSCert != "" && opts.GetCertificate != nil:
+		tlsConfig := federation.TLSConfig(tls.Certificate{})
+		tlsConfig.Certificates = nil
+		tlsConfig.GetCertificate = opts.GetCertificate
+		return tlsConfig, nil
 	case f.TLSCert != "":
 		cert, err := tls.LoadX509KeyPair(f.TLSCert, f.TLSKey)
 		if err != nil {

@@ -67,7 +67,14 @@ func serve(ctx context.Context, args []string, env config.LookupEnv, stderr io.W
 	for _, name := range config.UnknownEnv(os.Environ()) {
 		logger.Warn().Str("variable", name).Msg("environment variable matches no configuration key; ignored")
 	}
-	inst, err := ferry.Start(cfg, ferry.Options{Logger: logger, Version: versionString()})
+	getCertificate, stopReload, err := reloadableCertificate(cfg, logger)
+	if err != nil {
+		logger.Error().Err(err).Msg("start failed")
+		fmt.Fprintf(stderr, "ferry serve: %v\n", err)
+		return 1
+	}
+	defer stopReload()
+	inst, err := ferry.Start(cfg, ferry.Options{Logger: logger, Version: versionString(), GetCertificate: getCertificate})
 	if err != nil {
 		logger.Error().Err(err).Msg("start failed")
 		fmt.Fprintf(stderr, "ferry serve: %v\n", err)
