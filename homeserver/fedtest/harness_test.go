@@ -86,17 +86,22 @@ type nodeOptions struct {
 	BackoffBase, BackoffMax time.Duration
 }
 
+// stressMaxFetched is the stress nodes' bound on events fetched one by
+// one for a PDU (the engine's default is 200).
+const stressMaxFetched = 40
+
 // stressOptions are the options of the stress scenarios: delivering
 // nodes behind a fault injector, with short timeouts and backoff so that
 // healing and restarts take effect in milliseconds, not minutes.
 func stressOptions(net *network) nodeOptions {
 	return nodeOptions{
-		Delivering:     true,
-		Net:            net,
-		FetchTimeout:   3 * time.Second,
-		RequestTimeout: 3 * time.Second,
-		BackoffBase:    20 * time.Millisecond,
-		BackoffMax:     200 * time.Millisecond,
+		Delivering:       true,
+		Net:              net,
+		MaxFetchedEvents: stressMaxFetched,
+		FetchTimeout:     2 * time.Second,
+		RequestTimeout:   3 * time.Second,
+		BackoffBase:      20 * time.Millisecond,
+		BackoffMax:       200 * time.Millisecond,
 	}
 }
 

@@ -2,8 +2,8 @@ package fedtest
 
 import (
 	"crypto/ed25519"
-	"encoding/base64"
 	crand "crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,7 +36,9 @@ type mallory struct {
 // in.
 func joinMallory(c *cluster, r *stressRoom) *mallory {
 	c.t.Helper()
-	n := startNodeOpts(c.t, nodeOptions{Net: c.Net, RequestTimeout: 3 * time.Second, FetchTimeout: 2 * time.Second})
+	// Its requests outlast the honest servers' fetch timeout, so that
+	// their answer to a transaction they had to give up on arrives.
+	n := startNodeOpts(c.t, nodeOptions{Net: c.Net, RequestTimeout: 20 * time.Second})
 	m := &mallory{node: n, User: n.User("mallory"), c: c, room: r}
 	join, err := n.Engine.JoinRoom(testContext(c.t), r.ID, m.User, []string{c.Nodes[0].Name})
 	if err != nil {
@@ -92,6 +94,12 @@ func fakeEventID(c *cluster) string {
 		b[i] = byte(c.Rand.UintN(256))
 	}
 	return "$" + base64.RawURLEncoding.EncodeToString(b)
+}
+
+// memberEvent is a membership (join) refresh of user with a new display
+// name.
+func memberEvent(user, name string) homeserver.LocalEvent {
+	return homeserver.LocalEvent{Type: "m.room.member", StateKey: rooms.StringPtr(user), Sender: user, Content: map[string]any{"membership": "join", "displayname": name}}
 }
 
 // key is mallory's real signing key.
@@ -259,5 +267,109 @@ func TestStressMaliciousPeer(t *testing.T) {
 			m.requireRefused(a, "an event in a room nobody knows", unknown)
 			honest("events for other rooms")
 		})
+
+		t.Run("garbage answers", func(t *testing.T) {
+			c.t = t
+			first := m.withheld("held back")
+			second := m.withheld("needs the one held back")
+			c.Net.Break(m.node, garbage)
+			m.requireRefused(a, "a prev event its sender answers garbage for", second)
+			if c.Net.Refused(a.Name, m.Name) == 0 {
+				c.Fatalf("%s never asked mallory for %s", a.Name, first.EventID())
+			}
+			honest("garbage answers")
+			c.Net.Heal()
+			// Healed, the same PDU is taken in with what it lacked.
+			res, err := m.send(a, second)
+			if err != nil || res[second.EventID()] != "" {
+				c.Fatalf("after the heal: %v, %q", err, res[second.EventID()])
+			}
+			c.WaitOn([]*node{a}, []string{first.EventID(), second.EventID()})
+		})
+
+		t.Run("a peer that hangs", func(t *testing.T) {
+			c.t = t
+			m.withheld("held back again")
+			second := m.withheld("needs it")
+			c.Net.Break(m.node, hang)
+			hung := c.Net.Refused(a.Name, m.Name)
+			// A gives up on the hanging peer after its fetch timeout and
+			// answers the transaction; B's traffic to A goes on.
+			m.requireRefused(a, "a prev event its sender never answers for", second)
+			if c.Net.Refused(a.Name, m.Name) == hung {
+				c.Fatalf("%s never asked the hanging peer for what it lacked", a.Name)
+			}
+			honest("a hanging peer")
+			c.Net.Heal()
+		})
+
+		t.Run("a long withheld auth chain", func(t *testing.T) {
+			c.t = t
+			// Each membership change lists the previous one among its
+			// auth events: mallory builds a chain longer than the engine
+			// fetches for one PDU, withholds it and sends only its tip.
+			const chain = 3 * stressMaxFetched
+			for i := range chain {
+				if _, err := m.Engine.SendEvent(testContext(t), r.ID, memberEvent(m.User, fmt.Sprintf("mallory %d", i))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			tip := m.withheld("the tip of a long chain")
+			before := c.Net.Requests(a.Name, m.Name, "event")
+			res, err := m.send(a, tip)
+			if err != nil {
+				c.Fatalf("the transaction failed as a whole: %v", err)
+			}
+			fetched := c.Net.Requests(a.Name, m.Name, "event") - before
+			t.Logf("%s answered %q for the tip after %d /event requests", a.Name, res[tip.EventID()], fetched)
+			if fetched > stressMaxFetched {
+				c.Fatalf("%s fetched %d events one by one for one PDU, more than its bound %d", a.Name, fetched, stressMaxFetched)
+			}
+			if res[tip.EventID()] == "" {
+				// Taken in: then through the state at the tip, whose
+				// auth chain the engine checked within its bound.
+				c.WaitOn([]*node{a}, []string{tip.EventID()})
+			} else {
+				requireNotInGraph(c, a, tip.EventID(), "the tip of a withheld chain")
+			}
+			honest("a long withheld chain")
+			// Delivered in order, as an honest sender would, the chain
+			// is taken in everywhere.
+			m.Flush(t)
+			c.WaitOn(c.Nodes, []string{tip.EventID()})
+		})
+
+		t.Run("invites for nobody", func(t *testing.T) {
+			c.t = t
+			ctx := testContext(t)
+			own, err := m.Engine.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: m.User, Version: version, Preset: homeserver.PresetPrivateChat})
+			if err != nil {
+				t.Fatal(err)
+			}
+			head, err := a.DB.HostLogHead(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = m.Engine.Invite(ctx, own, m.User, a.User("ghost"))
+			var he *homeserver.Error
+			if err == nil || !errors.As(err, &he) || he.Kind != homeserver.KindForbidden {
+				c.Fatalf("invite of a user %s never registered: %v, want a refusal", a.Name, err)
+			}
+			if _, err := a.DB.Room(ctx, own); !errors.Is(err, store.ErrNotFound) {
+				c.Fatalf("%s holds mallory's room after refusing the invite: %v", a.Name, err)
+			}
+			recs, err := a.DB.ReadHostLog(ctx, head, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, rec := range recs {
+				if rec.RoomID == own {
+					c.Fatalf("%s's host log shows %s of mallory's room", a.Name, rec.Kind)
+				}
+			}
+		})
+
+		c.t = t
+		c.Converge(r.ID, r.Speakers(c.Nodes))
 	})
 }
