@@ -126,7 +126,7 @@ func TestBigRoom_ResidentEndpoints(t *testing.T) {
 	roomID := b.Ready.RoomID
 	v, _ := rooms.LookupVersion("12")
 
-	joinOnce := func(omit bool) (map[string]json.RawMessage, *rooms.Event) {
+	joinOnce := func(omit bool) (map[string]json.RawMessage, *rooms.Event, *fakeServer) {
 		t.Helper()
 		s, err := startFakeServer("127.0.0.1", cert)
 		if err != nil {
@@ -167,7 +167,7 @@ func TestBigRoom_ResidentEndpoints(t *testing.T) {
 		if err := json.Unmarshal(raw, &body); err != nil {
 			t.Fatal(err)
 		}
-		return body, join
+		return body, join, s
 	}
 	parse := func(raw json.RawMessage) []*rooms.Event {
 		t.Helper()
@@ -193,7 +193,7 @@ func TestBigRoom_ResidentEndpoints(t *testing.T) {
 		return n
 	}
 
-	full, _ := joinOnce(false)
+	full, _, _ := joinOnce(false)
 	if string(full["members_omitted"]) != "false" {
 		t.Errorf("members_omitted %s without omit_members", full["members_omitted"])
 	}
@@ -201,7 +201,7 @@ func TestBigRoom_ResidentEndpoints(t *testing.T) {
 		t.Errorf("full state holds %d members, want 100", n)
 	}
 
-	partial, join := joinOnce(true)
+	partial, join, probe := joinOnce(true)
 	if string(partial["members_omitted"]) != "true" {
 		t.Errorf("members_omitted %s with omit_members=true", partial["members_omitted"])
 	}
@@ -277,6 +277,39 @@ func TestBigRoom_ResidentEndpoints(t *testing.T) {
 	if got := parse(back["pdus"]); len(got) != 5 || got[0].EventID() != last.EventID() {
 		t.Errorf("backfill returned %d events", len(got))
 	}
+	// /send: the probe's message after its join is accepted; one from a
+	// user who never joined is refused with a per-PDU error.
+	msg := func(sender string) *rooms.Event {
+		ev, err := rooms.BuildEvent(v, rooms.EventTemplate{
+			Type: "m.room.message", Sender: sender, RoomID: roomID, Content: map[string]any{"msgtype": "m.text", "body": "hi"},
+			PrevEvents: []string{join.EventID()}, AuthEvents: []string{join.AuthEvents()[0], join.EventID()}, Depth: join.Depth() + 1, OriginServerTS: 1,
+		}, probe.Signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ev
+	}
+	good, bad := msg(join.Sender()), msg("@stranger:"+probe.Name)
+	raw, err := fedRequest(ctx, hc, probe.Signer, b.Ready.Servers[0], http.MethodPut, "/_matrix/federation/v1/send/t1", nil,
+		map[string]any{"origin": probe.Name, "origin_server_ts": 1, "pdus": []json.RawMessage{good.JSON(), bad.JSON()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent struct {
+		PDUs map[string]struct {
+			Error *string `json:"error"`
+		} `json:"pdus"`
+	}
+	if err := json.Unmarshal(raw, &sent); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := sent.PDUs[good.EventID()]; !ok || r.Error != nil {
+		t.Errorf("the member's message: %s", raw)
+	}
+	if r, ok := sent.PDUs[bad.EventID()]; !ok || r.Error == nil {
+		t.Errorf("the stranger's message: %s", raw)
+	}
+
 	// Errors: an unknown room, an unsigned request.
 	if _, err := fedRequest(ctx, hc, s.Signer, b.Ready.Servers[0], http.MethodGet, "/_matrix/federation/v1/state_ids/"+esc("!nope:x"), url.Values{"event_id": {join.EventID()}}, nil); err == nil {
 		t.Error("state_ids of an unknown room answered")

@@ -29,6 +29,9 @@ import (
 // maxInboundBody bounds the bodies our fake servers read.
 const maxInboundBody = 8 << 20
 
+// keyFetchTimeout bounds fetching a peer's key document.
+const keyFetchTimeout = 30 * time.Second
+
 // fakeServer is one homeserver this process pretends to be: a server name
 // of the form host:port naming its own TLS listener, a freshly generated
 // signing key published at /_matrix/key/v2/server, and the routes its role
@@ -284,6 +287,8 @@ func (p *peerKeys) key(ctx context.Context, server, keyID string) (ed25519.Publi
 	if k != nil {
 		return k, nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, keyFetchTimeout)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+server+"/_matrix/key/v2/server", nil)
 	if err != nil {
 		return nil, err

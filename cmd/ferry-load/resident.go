@@ -140,7 +140,19 @@ func (r *resident) makeJoin(w http.ResponseWriter, req *http.Request, in inbound
 	})
 }
 
-// accept checks a PDU sent by origin (signatures, known prev and auth
+// checkSignatures verifies a received event's signatures and content
+// hash. It may fetch the signers' keys, so callers do not hold mu.
+func (r *resident) checkSignatures(ev *rooms.Event) error {
+	if err := rooms.VerifyEventSignatures(ev, r.peers); err != nil {
+		return fmt.Errorf("signatures: %w", err)
+	}
+	if !ev.ContentHashValid() {
+		return errors.New("content hash does not match")
+	}
+	return nil
+}
+
+// accept checks a PDU whose signatures were checked (known prev and auth
 // events, auth against its auth events and the current state) and applies
 // it; callers hold mu for writing. A PDU already held is accepted as is.
 func (r *resident) accept(ev *rooms.Event) error {
@@ -149,12 +161,6 @@ func (r *resident) accept(ev *rooms.Event) error {
 	}
 	if ev.RoomID() != r.roomID {
 		return fmt.Errorf("event of room %s, not %s", ev.RoomID(), r.roomID)
-	}
-	if err := rooms.VerifyEventSignatures(ev, r.peers); err != nil {
-		return fmt.Errorf("signatures: %w", err)
-	}
-	if !ev.ContentHashValid() {
-		return errors.New("content hash does not match")
 	}
 	for _, p := range ev.PrevEvents() {
 		if r.byID[p] == nil {
@@ -203,6 +209,10 @@ func (r *resident) sendJoin(w http.ResponseWriter, req *http.Request, in inbound
 		return
 	case sk != ev.Sender() || ev.SenderServer() != in.Origin:
 		matrixErr(w, http.StatusBadRequest, "M_INVALID_PARAM", "the join must be of a user of %s, by that user", in.Origin)
+		return
+	}
+	if err := r.checkSignatures(ev); err != nil {
+		matrixErr(w, http.StatusForbidden, "M_FORBIDDEN", "join refused: %v", err)
 		return
 	}
 	omit := req.URL.Query().Get("omit_members") == "true"
@@ -485,12 +495,20 @@ func (r *resident) send(w http.ResponseWriter, req *http.Request, in inbound) {
 		return
 	}
 	results := map[string]any{}
-	r.mu.Lock()
+	var checked []*rooms.Event
 	for _, raw := range body.PDUs {
 		ev, err := rooms.ParseEvent(r.v, raw)
 		if err != nil {
 			continue // no event ID to report it under
 		}
+		if err := r.checkSignatures(ev); err != nil {
+			results[ev.EventID()] = map[string]string{"error": err.Error()}
+			continue
+		}
+		checked = append(checked, ev)
+	}
+	r.mu.Lock()
+	for _, ev := range checked {
 		if err := r.accept(ev); err != nil {
 			results[ev.EventID()] = map[string]string{"error": err.Error()}
 			continue
