@@ -22,6 +22,9 @@ type bigRoomConfig struct {
 	Servers  int    // resident server names (listeners)
 	Bind     string // host the listeners bind to
 	Insecure bool   // accept self-signed certificates when fetching joiners' keys
+	// Cache, when set, is a file the built room is kept in: read back
+	// (and served on the same ports) when it exists, written otherwise.
+	Cache string
 
 	HostAPI, HostToken, User string // trigger a join through Ferry's host API
 	TargetPID                int
@@ -36,6 +39,8 @@ type bigRoomReady struct {
 	Events       int      `json:"events"`
 	Servers      []string `json:"servers"`
 	BuildSeconds float64  `json:"build_seconds"`
+	// FromCache says the room was read from the cache file, not built.
+	FromCache bool `json:"from_cache,omitempty"`
 }
 
 // bigRoomJoin is the measured join through the host API.
@@ -82,31 +87,60 @@ func serveBigRoom(cfg bigRoomConfig) (*bigRoomServe, error) {
 	}
 	peers := newPeerKeys(httpsClient(cfg.Insecure, 4))
 	out := &bigRoomServe{}
-	var signers []rooms.SigningKey
-	for range cfg.Servers {
-		s, err := startFakeServer(cfg.Bind, cert)
-		if err != nil {
+	start := time.Now()
+	var room *builtRoom
+	if cfg.Cache != "" {
+		cached, err := loadRoomCache(cfg.Cache, cfg.Spec, cfg.Servers)
+		switch {
+		case err == nil:
+			for i, cs := range cached.servers {
+				s, err := startFakeServerWithKey(cs.Name, cert, cached.keys[i])
+				if err == nil && s.Name != cs.Name {
+					s.Close()
+					err = fmt.Errorf("listening as %s, not %s", s.Name, cs.Name)
+				}
+				if err != nil {
+					out.Close()
+					return nil, fmt.Errorf("serve the cached room as %s (its events name that server): %w", cs.Name, err)
+				}
+				out.servers = append(out.servers, s)
+			}
+			room = cached.room
+			out.Ready.FromCache = true
+		case !errors.Is(err, os.ErrNotExist):
+			return nil, err
+		}
+	}
+	if room == nil {
+		var signers []rooms.SigningKey
+		for range cfg.Servers {
+			s, err := startFakeServer(cfg.Bind, cert)
+			if err != nil {
+				out.Close()
+				return nil, err
+			}
+			out.servers = append(out.servers, s)
+			signers = append(signers, s.Signer)
+		}
+		var err error
+		if room, err = buildRoom(cfg.Spec, signers, start); err != nil {
 			out.Close()
 			return nil, err
 		}
-		out.servers = append(out.servers, s)
-		signers = append(signers, s.Signer)
-	}
-	start := time.Now()
-	room, err := buildRoom(cfg.Spec, signers, start)
-	if err != nil {
-		out.Close()
-		return nil, err
+		if cfg.Cache != "" {
+			if err := saveRoomCache(cfg.Cache, cfg.Spec, room, out.servers); err != nil {
+				out.Close()
+				return nil, err
+			}
+		}
 	}
 	built := time.Since(start)
 	out.Resident = newResident(cfg.Spec.Version, room, peers)
 	for _, s := range out.servers {
 		out.Resident.routes(s)
 	}
-	out.Ready = bigRoomReady{
-		RoomID: room.RoomID, RoomVersion: cfg.Spec.Version.ID, Members: out.Resident.joinedMembers(),
-		Events: len(room.Events), BuildSeconds: built.Seconds(),
-	}
+	out.Ready.RoomID, out.Ready.RoomVersion = room.RoomID, cfg.Spec.Version.ID
+	out.Ready.Members, out.Ready.Events, out.Ready.BuildSeconds = out.Resident.joinedMembers(), len(room.Events), built.Seconds()
 	for _, s := range out.servers {
 		out.Ready.Servers = append(out.Ready.Servers, s.Name)
 	}
@@ -130,6 +164,7 @@ func runBigRoom(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	fs.StringVar(&cfg.HostToken, "host-token", os.Getenv("FERRY_HOST_TOKEN"), "host API bearer token (default $FERRY_HOST_TOKEN)")
 	fs.StringVar(&cfg.User, "user", "", "local user of the target that joins (with --join-via-host-api)")
 	fs.IntVar(&cfg.TargetPID, "target-pid", 0, "PID of the target process: report its peak RSS (VmHWM) after the join")
+	fs.StringVar(&cfg.Cache, "cache", "", "file to keep the built room in: read back when it exists (the room is then served on the same ports, which must be free), written after a build otherwise")
 	fs.BoolVar(&cfg.Wait, "wait", false, "with --join-via-host-api, keep serving after the join until interrupted")
 	jsonOut := fs.Bool("json", false, "print JSON lines instead of text")
 	if err := fs.Parse(args); err != nil {
@@ -157,8 +192,12 @@ func runBigRoom(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	if *jsonOut {
 		json.NewEncoder(stdout).Encode(b.Ready)
 	} else {
-		fmt.Fprintf(stdout, "room %s (version %s): %d members, %d events, built and signed in %.2f s\n",
-			b.Ready.RoomID, b.Ready.RoomVersion, b.Ready.Members, b.Ready.Events, b.Ready.BuildSeconds)
+		how := "built and signed"
+		if b.Ready.FromCache {
+			how = "read from " + cfg.Cache
+		}
+		fmt.Fprintf(stdout, "room %s (version %s): %d members, %d events, %s in %.2f s\n",
+			b.Ready.RoomID, b.Ready.RoomVersion, b.Ready.Members, b.Ready.Events, how, b.Ready.BuildSeconds)
 		fmt.Fprintf(stdout, "resident servers: %s\n", strings.Join(b.Ready.Servers, " "))
 		fmt.Fprintf(stdout, "join through: %s\n", b.Ready.Servers[0])
 	}

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/ferry-matrix/ferry/rooms"
@@ -365,5 +366,53 @@ func TestBigRoom_JoinViaHostAPI(t *testing.T) {
 	// Without --user the join cannot be asked for.
 	if code := run(ctx, []string{"bigroom", "--join-via-host-api", base}, io.Discard, io.Discard); code != 2 {
 		t.Errorf("--join-via-host-api without --user: exit %d", code)
+	}
+}
+
+// TestBigRoom_Cache: a room built with --cache is written to the file;
+// served again from it, it is the same room on the same server names with
+// the same keys, and a Ferry engine can join it. A cache of another room
+// shape is refused.
+func TestBigRoom_Cache(t *testing.T) {
+	t.Parallel()
+	v, _ := rooms.LookupVersion("10")
+	path := t.TempDir() + "/room.cache"
+	cfg := bigRoomConfig{
+		Spec:    roomSpec{Version: v, Members: 60, Admins: 2, Moderators: 2, ProfileChanges: 0.1, Messages: 5, Name: "cached", Topic: "t"},
+		Servers: 2, Bind: "127.0.0.1", Insecure: true, Cache: path,
+	}
+	first, err := serveBigRoom(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Ready.FromCache {
+		t.Fatal("the first run says it read the cache")
+	}
+	firstEvents := len(first.Resident.events)
+	first.Close()
+
+	again, err := serveBigRoom(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(again.Close)
+	if !again.Ready.FromCache || again.Ready.RoomID != first.Ready.RoomID || !slices.Equal(again.Ready.Servers, first.Ready.Servers) ||
+		len(again.Resident.events) != firstEvents || again.Ready.Members != 60 {
+		t.Fatalf("from the cache: %+v (first %+v)", again.Ready, first.Ready)
+	}
+	tg := startTarget(t)
+	ctx := testContext(t)
+	if _, err := tg.Engine.JoinRoom(ctx, again.Ready.RoomID, "@j:"+tg.Name, []string{again.Ready.Servers[1]}); err != nil {
+		t.Fatal(err)
+	}
+	members, err := tg.DB.Members(ctx, again.Ready.RoomID, "join")
+	if err != nil || len(members) != 61 {
+		t.Fatalf("the target holds %d members (%v)", len(members), err)
+	}
+
+	other := cfg
+	other.Spec.Members = 61
+	if _, err := serveBigRoom(other); err == nil || !strings.Contains(err.Error(), "delete it") {
+		t.Fatalf("a cache of another room: %v", err)
 	}
 }

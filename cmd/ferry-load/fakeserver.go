@@ -54,17 +54,22 @@ type fakeServer struct {
 // serves the key and version endpoints plus whatever the caller adds to
 // Mux before or after. cert is the TLS certificate all fake servers share.
 func startFakeServer(bind string, cert tls.Certificate) (*fakeServer, error) {
+	key, err := keys.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate signing key: %w", err)
+	}
+	return startFakeServerWithKey(bind, cert, key)
+}
+
+// startFakeServerWithKey is startFakeServer with a given signing key, for
+// a server name coming back with the key its events were signed with.
+func startFakeServerWithKey(bind string, cert tls.Certificate, key keys.PrivateKey) (*fakeServer, error) {
 	if !strings.Contains(bind, ":") {
 		bind += ":0"
 	}
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", bind, err)
-	}
-	key, err := keys.GenerateKey(rand.Reader)
-	if err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("generate signing key: %w", err)
 	}
 	name := ln.Addr().String()
 	own := &keys.Own{Current: []keys.PrivateKey{key}}
