@@ -201,7 +201,7 @@ func Start(cfg *config.Config, opts Options) (_ *Server, err error) {
 		stopDelivery()
 		return nil, err
 	}
-	s.closers = append(s.closers, func() error { stopDelivery(); s.delivery.Close(); return nil })
+	s.closers = append(s.closers, func() error { stopDelivery(); s.delivery.Close(); s.host.Close(); return nil })
 	if err := fed.Open(); err != nil {
 		return nil, err
 	}

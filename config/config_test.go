@@ -218,6 +218,7 @@ func TestValidate(t *testing.T) {
 		{"host unix empty", func(c *Config) { c.Host.Listen = "unix:" }, "host.listen: \"unix:\": expected unix:/path/to/socket"},
 		{"host public without token", func(c *Config) { c.Host.Listen = "0.0.0.0:8009" }, "host.token: required when host.listen (0.0.0.0:8009) is not a loopback address"},
 		{"webhook url", func(c *Config) { c.Host.WebhookURL = "ftp://x" }, "host.webhook_url: \"ftp://x\": expected an http:// or https:// URL"},
+		{"webhook url without secret", func(c *Config) { c.Host.WebhookURL = "https://host.example/hook" }, "host.webhook_secret: required with host.webhook_url"},
 		{"webhook secret alone", func(c *Config) { c.Host.WebhookSecret = "s" }, "host.webhook_secret: set without host.webhook_url"},
 		{"room version", func(c *Config) { c.Rooms.DefaultVersion = "I.1" }, `rooms.default_version: "I.1": expected one of 10, 12`},
 		{"database", func(c *Config) { c.Database.URL = "mysql://x" }, "database.url: \"mysql://x\": expected sqlite://<path>"},

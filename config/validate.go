@@ -95,6 +95,9 @@ func (c *Config) Validate() error {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			bad("host.webhook_url", h.WebhookURL, "expected an http:// or https:// URL")
 		}
+		if h.WebhookSecret == "" {
+			bad("host.webhook_secret", "", "required with host.webhook_url: the host checks each delivery's signature with it")
+		}
 	}
 	if h.WebhookSecret != "" && h.WebhookURL == "" {
 		bad("host.webhook_secret", "", "set without host.webhook_url")

@@ -557,6 +557,10 @@ func (h *Host) Send(ctx context.Context, roomID, sender, eventType string, conte
 	if content == nil {
 		content = map[string]any{}
 	}
+	content, err := normalizeContent(content)
+	if err != nil {
+		return "", err
+	}
 	if err := checkContentSize(content); err != nil {
 		return "", err
 	}
@@ -598,6 +602,10 @@ func (h *Host) SetState(ctx context.Context, roomID, sender, eventType, stateKey
 	}
 	if content == nil {
 		content = map[string]any{}
+	}
+	content, err := normalizeContent(content)
+	if err != nil {
+		return "", err
 	}
 	if err := checkContentSize(content); err != nil {
 		return "", err
