@@ -982,6 +982,15 @@ func (h *Host) streamItem(ctx context.Context, r store.HostLogRecord, versions m
 		}
 		item.Event = raw
 	case store.HostInvite, store.HostKnock:
+		if r.EventID != "" {
+			// A knock accepted into a room of ours is held in the room.
+			raw, err := withEventID(r.Payload, r.EventID)
+			if err != nil {
+				return asIs(fmt.Errorf("event %s: %w", r.EventID, err))
+			}
+			item.Event = raw
+			break
+		}
 		id, err := h.payloadEventID(ctx, r.Payload, r.RoomID, versions)
 		if err != nil {
 			return asIs(err)

@@ -404,7 +404,7 @@ func (e *Engine) judge(ctx context.Context, origin string, h *roomHead, ev *room
 	batch := store.Batch{
 		Events:       []store.NewEvent{{Event: ev, Outcome: store.Accepted, StateBefore: ref, Destinations: fanoutOf(ctx, ev)}},
 		CurrentState: curRef,
-		HostLog:      []store.HostLogEntry{{Kind: store.HostEvent, RoomID: ev.RoomID(), EventID: ev.EventID()}},
+		HostLog:      []store.HostLogEntry{{Kind: hostKindOf(ev), RoomID: ev.RoomID(), EventID: ev.EventID()}},
 	}
 	if err := e.commitAccepted(ctx, h, ev, batch, newCurrent, beforeEvs); err != nil {
 		return err
