@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferry-matrix/ferry/rooms"
@@ -58,6 +59,10 @@ type sendReport struct {
 	TxnFailed    int            `json:"transactions_failed"`
 	TxnRetried   int            `json:"transactions_retried"`
 	LatencyMS    latencies      `json:"latency_ms"`
+	// ReceivedFromTarget counts the PDUs the target sent our servers
+	// (events it originated or accepted by send_join) until the sending
+	// ended.
+	ReceivedFromTarget int64 `json:"pdus_received_from_target"`
 	// EventIDs are the PDUs sent, for callers that check the target.
 	EventIDs []string `json:"-"`
 }
@@ -90,6 +95,9 @@ type origin struct {
 	join   *rooms.Event
 	lanes  [][]*rooms.Event // chains of messages, each starting at the join
 	events sync.Map         // event ID -> *rooms.Event, for /event and gap filling
+	// received counts the PDUs the target sent us (events it sends to
+	// the servers in the room, such as joins it accepted by send_join).
+	received atomic.Int64
 	// stateAfterJoin and authChain are the room state after our join (the
 	// send_join answer's state plus the join) and its auth chain: the
 	// state before each of our messages, as messages change no state
@@ -153,6 +161,7 @@ func printSendReport(w io.Writer, r *sendReport) {
 	fmt.Fprintf(w, "accepted %d of %d PDUs: %.0f PDUs/s\n", r.Accepted, r.PDUs, r.PDUsPerSec)
 	fmt.Fprintf(w, "transactions: %d ok, %d failed, %d retried after 429\n", r.TxnOK, r.TxnFailed, r.TxnRetried)
 	fmt.Fprintf(w, "latency (ms): p50 %.1f  p90 %.1f  p99 %.1f  max %.1f\n", r.LatencyMS.P50, r.LatencyMS.P90, r.LatencyMS.P99, r.LatencyMS.Max)
+	fmt.Fprintf(w, "PDUs the target sent our servers meanwhile: %d\n", r.ReceivedFromTarget)
 	if len(r.ErrorSamples) > 0 {
 		fmt.Fprintf(w, "errors (%d PDUs):\n", r.PDUErrors)
 		msgs := make([]string, 0, len(r.ErrorSamples))
@@ -317,6 +326,9 @@ func sendLoad(ctx context.Context, cfg sendConfig, logw io.Writer) (*sendReport,
 	rep.SendSeconds = elapsed.Seconds()
 	rep.PDUsPerSec = float64(rep.Accepted) / elapsed.Seconds()
 	rep.LatencyMS = summarise(latencies)
+	for _, o := range origins {
+		rep.ReceivedFromTarget += o.received.Load()
+	}
 	if len(errs) > 0 {
 		rep.ErrorSamples = errs
 	}
@@ -382,6 +394,25 @@ func (o *origin) routes(peers *peerKeys) {
 			return
 		}
 		writeTransaction(w, o.srv.Name, []*rooms.Event{ev.(*rooms.Event)})
+	})
+	// The target sends the events it originates or accepts through
+	// send_join to every server in the room, ours included: they are
+	// acknowledged (and counted) so that its delivery does not back off
+	// and retry during the measurement.
+	o.srv.Mux.HandleFunc("PUT /_matrix/federation/v1/send/{txnId}", func(w http.ResponseWriter, r *http.Request) {
+		in, ok := peers.authenticate(w, r, o.srv.Name)
+		if !ok {
+			return
+		}
+		var body struct {
+			PDUs []json.RawMessage `json:"pdus"`
+		}
+		if err := json.Unmarshal(in.Body, &body); err != nil {
+			matrixErr(w, http.StatusBadRequest, "M_BAD_JSON", "transaction: %v", err)
+			return
+		}
+		o.received.Add(int64(len(body.PDUs)))
+		writeJSON(w, http.StatusOK, map[string]any{"pdus": map[string]any{}})
 	})
 	o.srv.Mux.HandleFunc("GET /_matrix/federation/v1/state_ids/{roomId}", func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := peers.authenticate(w, r, o.srv.Name); !ok {
