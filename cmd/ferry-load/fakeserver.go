@@ -347,6 +347,9 @@ func (p *peerKeys) authenticate(w http.ResponseWriter, r *http.Request, destinat
 	if err != nil {
 		return fail(http.StatusUnauthorized, "M_UNAUTHORIZED", "%v", err)
 	}
+	if _, err := rooms.ParseServerName(x.origin); err != nil {
+		return fail(http.StatusUnauthorized, "M_UNAUTHORIZED", "origin: %v", err)
+	}
 	if x.destination != "" && x.destination != destination {
 		return fail(http.StatusUnauthorized, "M_UNAUTHORIZED", "request is for %s, not %s", x.destination, destination)
 	}
