@@ -40,12 +40,12 @@ func TestFakeServer_RejectsBadXMatrix(t *testing.T) {
 		return h
 	}
 	for name, auth := range map[string]string{
-		"none":             "",
-		"not X-Matrix":     "Bearer abc",
-		"no signature":     `X-Matrix origin="` + caller.Name + `",key="ed25519:x"`,
+		"none":              "",
+		"not X-Matrix":      "Bearer abc",
+		"no signature":      `X-Matrix origin="` + caller.Name + `",key="ed25519:x"`,
 		"other destination": sign(caller.Name, other.Name),
-		"invalid origin":   sign("not a server name", resident),
-		"wrong key":        sign(other.Name, resident), // other publishes a different key under its own ID
+		"invalid origin":    sign("not a server name", resident),
+		"wrong key":         sign(other.Name, resident), // other publishes a different key under its own ID
 	} {
 		_, err := doSigned(ctx, hc, resident, http.MethodGet, uri, nil, auth)
 		var me *matrixError
