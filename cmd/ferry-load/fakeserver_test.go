@@ -45,7 +45,7 @@ func TestFakeServer_RejectsBadXMatrix(t *testing.T) {
 		"no signature":      `X-Matrix origin="` + caller.Name + `",key="ed25519:x"`,
 		"other destination": sign(caller.Name, other.Name),
 		"invalid origin":    sign("not a server name", resident),
-		"wrong key":         sign(other.Name, resident), // other publishes a different key under its own ID
+		"wrong key":         sign(other.Name, resident), // the caller's key in the name of other, which does not publish it
 	} {
 		_, err := doSigned(ctx, hc, resident, http.MethodGet, uri, nil, auth)
 		var me *matrixError
