@@ -38,6 +38,7 @@ type bigRoomReady struct {
 	Members      int      `json:"members"`
 	Events       int      `json:"events"`
 	Servers      []string `json:"servers"`
+	Alias        string   `json:"alias"`
 	BuildSeconds float64  `json:"build_seconds"`
 	// FromCache says the room was read from the cache file, not built.
 	FromCache bool `json:"from_cache,omitempty"`
@@ -137,6 +138,7 @@ func serveBigRoom(cfg bigRoomConfig) (*bigRoomServe, error) {
 	built := time.Since(start)
 	out.Resident = newResident(cfg.Spec.Version, room, peers)
 	for _, s := range out.servers {
+		out.Resident.residents = append(out.Resident.residents, s.Name)
 		out.Resident.routes(s)
 	}
 	out.Ready.RoomID, out.Ready.RoomVersion = room.RoomID, cfg.Spec.Version.ID
@@ -144,6 +146,7 @@ func serveBigRoom(cfg bigRoomConfig) (*bigRoomServe, error) {
 	for _, s := range out.servers {
 		out.Ready.Servers = append(out.Ready.Servers, s.Name)
 	}
+	out.Ready.Alias = aliasOf(out.Ready.Servers[0])
 	return out, nil
 }
 
@@ -199,7 +202,7 @@ func runBigRoom(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stdout, "room %s (version %s): %d members, %d events, %s in %.2f s\n",
 			b.Ready.RoomID, b.Ready.RoomVersion, b.Ready.Members, b.Ready.Events, how, b.Ready.BuildSeconds)
 		fmt.Fprintf(stdout, "resident servers: %s\n", strings.Join(b.Ready.Servers, " "))
-		fmt.Fprintf(stdout, "join through: %s\n", b.Ready.Servers[0])
+		fmt.Fprintf(stdout, "join through: %s (or by alias %s)\n", b.Ready.Servers[0], b.Ready.Alias)
 	}
 	if cfg.HostAPI == "" {
 		if !*jsonOut {

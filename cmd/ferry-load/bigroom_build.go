@@ -47,6 +47,10 @@ func userOf(i int, servers []rooms.SigningKey) (string, rooms.SigningKey) {
 	return fmt.Sprintf("@user%06d:%s", i, key.ServerName), key
 }
 
+// aliasOf is the room's canonical alias, on its first resident server,
+// which answers /query/directory for it.
+func aliasOf(server string) string { return "#bigroom:" + server }
+
 // buildRoom generates spec's room with members spread over servers (each
 // server's key signs the events of its users). Event IDs are computed in
 // order, cheaply; the signing runs on every CPU afterwards.
@@ -131,6 +135,7 @@ func buildRoom(spec roomSpec, servers []rooms.SigningKey, now time.Time) (*built
 		{"m.room.guest_access", map[string]any{"guest_access": "forbidden"}},
 		{"m.room.name", map[string]any{"name": spec.Name}},
 		{"m.room.topic", map[string]any{"topic": spec.Topic}},
+		{"m.room.canonical_alias", map[string]any{"alias": aliasOf(creatorKey.ServerName)}},
 	}
 	for _, s := range setup {
 		if err := add(s.typ, rooms.StringPtr(""), creator, creatorKey, s.content); err != nil {

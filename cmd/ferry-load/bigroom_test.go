@@ -36,8 +36,9 @@ func startBigRoom(tb testing.TB, version string, members, servers int) *bigRoomS
 }
 
 // TestBigRoom_FerryJoins: a real Ferry engine joins a synthetic room of
-// 200 members spread over three resident servers; its state then holds
-// every member, the room's name and power levels, and the resident holds
+// 200 members spread over three resident servers (by room ID in version
+// 12, by the room's alias in version 10); its state then holds every
+// member, the room's name, alias and power levels, and the resident holds
 // Ferry's join.
 func TestBigRoom_FerryJoins(t *testing.T) {
 	t.Parallel()
@@ -51,7 +52,14 @@ func TestBigRoom_FerryJoins(t *testing.T) {
 			tg := startTarget(t)
 			ctx := testContext(t)
 			user := "@joiner:" + tg.Name
-			join, err := tg.Engine.JoinRoom(ctx, b.Ready.RoomID, user, []string{b.Ready.Servers[0]})
+			var join *rooms.Event
+			var err error
+			if version == "10" {
+				// By the canonical alias: the resident answers the directory.
+				join, err = tg.Engine.JoinRoomByAlias(ctx, b.Ready.Alias, user)
+			} else {
+				join, err = tg.Engine.JoinRoom(ctx, b.Ready.RoomID, user, []string{b.Ready.Servers[0]})
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -73,7 +81,7 @@ func TestBigRoom_FerryJoins(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, k := range []store.StateKey{{Type: "m.room.name"}, {Type: "m.room.power_levels"}, {Type: "m.room.join_rules"}, {Type: "m.room.topic"}} {
+			for _, k := range []store.StateKey{{Type: "m.room.name"}, {Type: "m.room.power_levels"}, {Type: "m.room.join_rules"}, {Type: "m.room.topic"}, {Type: "m.room.canonical_alias"}} {
 				b.Resident.mu.RLock()
 				wantID := b.Resident.state[rooms.StateTuple{Type: k.Type, StateKey: k.StateKey}].EventID()
 				b.Resident.mu.RUnlock()
@@ -309,6 +317,14 @@ func TestBigRoom_ResidentEndpoints(t *testing.T) {
 	}
 	if r, ok := sent.PDUs[bad.EventID()]; !ok || r.Error == nil {
 		t.Errorf("the stranger's message: %s", raw)
+	}
+
+	dir := get(http.MethodGet, "/_matrix/federation/v1/query/directory", url.Values{"room_alias": {b.Ready.Alias}}, nil)
+	if string(dir["room_id"]) != `"`+roomID+`"` {
+		t.Errorf("directory answer for %s: %s", b.Ready.Alias, dir["room_id"])
+	}
+	if _, err := fedRequest(ctx, hc, s.Signer, b.Ready.Servers[0], http.MethodGet, "/_matrix/federation/v1/query/directory", url.Values{"room_alias": {"#other:" + b.Ready.Servers[0]}}, nil); err == nil {
+		t.Error("directory answered an unknown alias")
 	}
 
 	// Errors: an unknown room, an unsigned request.

@@ -32,6 +32,8 @@ type resident struct {
 	byID        map[string]*rooms.Event
 	state       map[rooms.StateTuple]*rooms.Event
 	extremities []string
+	// residents names the resident servers, for the directory.
+	residents []string
 }
 
 // newResident takes the built room's events (in DAG order).
@@ -81,6 +83,23 @@ func (r *resident) routes(s *fakeServer) {
 		r.backfill(w, req, s.Name)
 	})
 	h("PUT /_matrix/federation/v1/send/{txnId}", r.send)
+	h("GET /_matrix/federation/v1/query/directory", func(w http.ResponseWriter, req *http.Request, in inbound) {
+		r.directory(w, req, s.Name)
+	})
+}
+
+// directory answers /query/directory for the room's canonical alias,
+// which lives on the first resident server; every resident is named.
+func (r *resident) directory(w http.ResponseWriter, req *http.Request, self string) {
+	alias := req.URL.Query().Get("room_alias")
+	r.mu.RLock()
+	ev := r.state[rooms.StateTuple{Type: "m.room.canonical_alias"}]
+	r.mu.RUnlock()
+	if ev == nil || ev.Content()["alias"] != alias || alias != aliasOf(self) {
+		matrixErr(w, http.StatusNotFound, "M_NOT_FOUND", "no room is known by %s here", alias)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"room_id": r.roomID, "servers": r.residents})
 }
 
 // checkRoom answers 404 for a room other than ours.
