@@ -98,8 +98,8 @@ func stressOptions(net *network) nodeOptions {
 		Delivering:       true,
 		Net:              net,
 		MaxFetchedEvents: stressMaxFetched,
-		FetchTimeout:     2 * time.Second,
-		RequestTimeout:   3 * time.Second,
+		FetchTimeout:     5 * time.Second,
+		RequestTimeout:   10 * time.Second,
 		BackoffBase:      20 * time.Millisecond,
 		BackoffMax:       200 * time.Millisecond,
 	}

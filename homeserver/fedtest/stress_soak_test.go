@@ -12,9 +12,15 @@ import (
 	"github.com/ferry-matrix/ferry/rooms"
 )
 
-// defaultSoakSteps is the bounded soak `go test ./...` runs, per room
-// version.
-const defaultSoakSteps = 500
+// The bounded soak `go test ./...` runs, per room version (v10 and v12
+// run in parallel): 1,000 steps across the four servers, 500 under the
+// race detector, which makes each step about ten times slower, so that
+// CI's -race run still takes 1,000 steps in all and the package's suite
+// stays within a few minutes.
+const (
+	defaultSoakSteps     = 1000
+	defaultRaceSoakSteps = 500
+)
 
 // soakSteps is the soak's length: -soak-steps, else FERRY_SOAK_STEPS,
 // else the bounded default.
@@ -28,6 +34,9 @@ func soakSteps(t *testing.T) int {
 			t.Fatalf("FERRY_SOAK_STEPS=%q: want a positive number of steps", env)
 		}
 		return n
+	}
+	if raceEnabled {
+		return defaultRaceSoakSteps
 	}
 	return defaultSoakSteps
 }
