@@ -52,9 +52,9 @@ type bigRoomJoin struct {
 	Seconds            float64 `json:"seconds"`
 	Members            int     `json:"members"`
 	TargetPeakRSSBytes int64   `json:"target_peak_rss_bytes,omitempty"`
-	// TargetPeakIsJoins says the peak covers this join only (the
+	// TargetPeakJoinOnly says the peak covers this join only (the
 	// target's VmHWM was reset before it), not the process's lifetime.
-	TargetPeakIsJoins bool `json:"target_peak_is_join_only,omitempty"`
+	TargetPeakJoinOnly bool `json:"target_peak_is_join_only,omitempty"`
 	// TargetCPUSeconds is the CPU time (user and system) the target
 	// process used during the join: on a shared machine it varies less
 	// than the wall time.
@@ -222,7 +222,7 @@ func runBigRoom(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stdout, "joined %s as %s in %.2f s (%d members now)\n", res.RoomID, res.User, res.Seconds, res.Members)
 		if res.TargetPeakRSSBytes > 0 {
 			scope := "since the target started"
-			if res.TargetPeakIsJoins {
+			if res.TargetPeakJoinOnly {
 				scope = "during the join"
 			}
 			fmt.Fprintf(stdout, "target peak RSS (VmHWM) %s: %.1f MB; target CPU time during the join: %.2f s\n",
@@ -247,7 +247,7 @@ func joinViaHostAPI(ctx context.Context, cfg bigRoomConfig, b *bigRoomServe) (bi
 	if cfg.TargetPID > 0 {
 		// Linux resets a process's VmHWM to its current RSS when "5" is
 		// written to its clear_refs (our own processes only).
-		res.TargetPeakIsJoins = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", cfg.TargetPID), []byte("5"), 0) == nil
+		res.TargetPeakJoinOnly = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", cfg.TargetPID), []byte("5"), 0) == nil
 		var err error
 		if cpuBefore, err = processCPU(cfg.TargetPID); err != nil {
 			return bigRoomJoin{}, err
