@@ -20,6 +20,9 @@ import (
 const (
 	defaultSoakSteps     = 1000
 	defaultRaceSoakSteps = 500
+	// soakCheckpoint is how many steps pass between convergence
+	// checkpoints.
+	soakCheckpoint = 250
 )
 
 // soakSteps is the soak's length: -soak-steps, else FERRY_SOAK_STEPS,
@@ -43,15 +46,17 @@ func soakSteps(t *testing.T) int {
 
 // soakStats counts what a soak did.
 type soakStats struct {
-	ops, refused, partitions, heals, crashes, restarts int
-	byKind                                             map[string]int
+	ops, refused, partitions, garbage, heals, crashes, restarts int
+	checkpoints                                                 int
+	byKind                                                      map[string]int
 }
 
 // TestStressSoak: four servers, two rooms, a fixed number of random
 // steps (messages, topics, power changes, kicks, bans, unbans, joins,
-// join rule changes, partitions, heals, crashes and graceful restarts)
-// drawn from the seed; then the network heals and every room must
-// converge on every server. Refusals (an operation the sender's own view
+// join rule changes, partitions, servers answering garbage, heals,
+// crashes and graceful restarts) drawn from the seed; every
+// soakCheckpoint steps and at the end the network heals and every room
+// must converge on every server. Refusals (an operation the sender's own view
 // of the room does not allow) are expected and counted; any other error
 // fails.
 func TestStressSoak(t *testing.T) {
@@ -113,7 +118,14 @@ func TestStressSoak(t *testing.T) {
 				_, err = c.Send(n, r.ID, stateEvent(anchor, "m.room.join_rules", "", map[string]any{"join_rule": rule}))
 			case p < 91:
 				kind = "partition"
-				if !partitioned {
+				switch {
+				case partitioned:
+				case c.Rand.IntN(4) == 0:
+					// A server that answers everyone with garbage.
+					c.Net.Break(n, garbage)
+					partitioned = true
+					st.garbage++
+				default:
 					side1, side2 := randomSplit(c)
 					c.Net.Partition(side1, side2)
 					partitioned = true
@@ -144,10 +156,20 @@ func TestStressSoak(t *testing.T) {
 				}
 				st.refused++
 			}
+			if (step+1)%soakCheckpoint == 0 && step+1 < steps {
+				// A checkpoint: heal and require convergence, so that a
+				// divergence shows near the steps that caused it.
+				c.Net.Heal()
+				partitioned = false
+				for _, r := range roomsUnderTest {
+					c.Converge(r.ID, r.Speakers(c.Nodes))
+				}
+				st.checkpoints++
+			}
 		}
 		c.Net.Heal()
-		t.Logf("%d steps in %v: %v; %d refused by the sender's view, %d partitions, %d heals, %d crashes, %d graceful restarts",
-			steps, time.Since(start).Round(time.Millisecond), st.byKind, st.refused, st.partitions, st.heals, st.crashes, st.restarts)
+		t.Logf("%d steps in %v: %v; %d refused by the sender's view, %d partitions, %d servers answering garbage, %d heals, %d crashes, %d graceful restarts, %d convergence checkpoints",
+			steps, time.Since(start).Round(time.Millisecond), st.byKind, st.refused, st.partitions, st.garbage, st.heals, st.crashes, st.restarts, st.checkpoints)
 		total := 0
 		for _, r := range roomsUnderTest {
 			total += c.Converge(r.ID, r.Speakers(c.Nodes))
