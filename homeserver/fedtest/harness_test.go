@@ -91,8 +91,10 @@ type nodeOptions struct {
 const stressMaxFetched = 40
 
 // stressOptions are the options of the stress scenarios: delivering
-// nodes behind a fault injector, with short timeouts and backoff so that
-// healing and restarts take effect in milliseconds, not minutes.
+// nodes behind a fault injector, with a short backoff so that healing and
+// restarts take effect in milliseconds, not minutes, and timeouts short
+// enough for the hanging-peer scenario yet long enough for a loaded
+// 2-CPU machine under -race.
 func stressOptions(net *network) nodeOptions {
 	return nodeOptions{
 		Delivering:       true,
@@ -109,9 +111,49 @@ func stressOptions(net *network) nodeOptions {
 type runningParts struct {
 	srv      *http.Server
 	served   chan struct{}
+	handlers handlerCount
 	delivery *homeserver.Delivery
 	client   *federation.Client
 	db       *store.DB
+}
+
+// handlerCount counts the requests a node's handler is serving, so that a
+// crashed node's last handlers (which http.Server.Close does not wait
+// for) are waited out before the test may end: they log to the test.
+type handlerCount struct {
+	mu   sync.Mutex
+	n    int
+	idle *sync.Cond
+}
+
+func (h *handlerCount) wrap(next http.Handler) http.Handler {
+	h.idle = sync.NewCond(&h.mu)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.mu.Lock()
+		h.n++
+		h.mu.Unlock()
+		defer func() {
+			h.mu.Lock()
+			h.n--
+			if h.n == 0 {
+				h.idle.Broadcast()
+			}
+			h.mu.Unlock()
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// wait returns once no request is being served.
+func (h *handlerCount) wait() {
+	if h.idle == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for h.n > 0 {
+		h.idle.Wait()
+	}
 }
 
 // testLogger writes errors to the test log.
@@ -240,6 +282,7 @@ func (n *node) start(t *testing.T, ln net.Listener) error {
 		n.opts.Net.started(name)
 		handler = n.opts.Net.handler(name, handler, delivery)
 	}
+	handler = parts.handlers.wrap(handler)
 	srv := &http.Server{Handler: handler, TLSConfig: federation.TLSConfig(cert), ReadHeaderTimeout: 10 * time.Second}
 	parts.srv, parts.served = srv, make(chan struct{})
 	go func() {
@@ -293,6 +336,9 @@ func (n *node) closeParts(parts *runningParts, crash bool) {
 	if parts.db != nil {
 		parts.db.Close()
 	}
+	// After a crash, requests cut off with their connections fail
+	// against the closed store and end.
+	parts.handlers.wait()
 }
 
 // Restart stops the node (crash or graceful) and starts it again on the
