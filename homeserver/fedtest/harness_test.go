@@ -813,6 +813,106 @@ func (c *cluster) waitHeldOn(nodes []*node, ids func() []string) {
 	}
 }
 
+// waitHeldFilling waits until every node holds every candidate event of
+// the room in its graph, like WaitHeld, except that it does not wait for
+// what cannot come: once no server has anything left to deliver, an
+// event a node still lacks lies in a gap it bridged with the state
+// before a later event (get_missing_events fetches a bounded number of
+// events, which the protocol allows). The node then asks the others for
+// that history with /backfill (Engine.BackfillRoom), as its host paging
+// back would. It returns, by node name, the events that came by
+// backfill: they are timeline events the host log does not show, by
+// design.
+func (c *cluster) waitHeldFilling(roomID string) map[string]map[string]bool {
+	c.t.Helper()
+	backfilled := map[string]map[string]bool{}
+	for _, n := range c.Nodes {
+		backfilled[n.Name] = map[string]bool{}
+	}
+	deadline := time.Now().Add(2 * waitTimeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	quiet := 0
+	for {
+		ids := c.candidates(roomID)
+		lacking := c.lacking(ids)
+		if len(lacking) == 0 {
+			return backfilled
+		}
+		if time.Now().After(deadline) {
+			for n, missing := range lacking {
+				c.Fatalf("%s never got %s (%d events to hold, %d missing there): %s", n.Name, missing[0], len(ids), len(missing), c.describeEvent(missing[0]))
+			}
+		}
+		// Quiet: every queue drained for a while.
+		if c.drained() {
+			quiet++
+		} else {
+			quiet = 0
+		}
+		if quiet >= 10 {
+			quiet = 0
+			for n, missing := range lacking {
+				from := missing[:min(len(missing), 20)]
+				if _, err := n.Engine.BackfillRoom(testContext(c.t), roomID, from, homeserver.MaxBackfillLimit); err != nil {
+					c.t.Logf("%s: backfill of %d missing events: %v", n.Name, len(missing), err)
+				}
+				evs, err := n.DB.Events(testContext(c.t), missing)
+				if err != nil {
+					c.Fatalf("%s: events: %v", n.Name, err)
+				}
+				for _, se := range evs {
+					if !se.Outlier {
+						backfilled[n.Name][se.Event.EventID()] = true
+					}
+				}
+			}
+		}
+		<-tick.C
+	}
+}
+
+// lacking returns, by node, the events of ids each node does not hold in
+// its graph.
+func (c *cluster) lacking(ids []string) map[*node][]string {
+	c.t.Helper()
+	ctx := testContext(c.t)
+	out := map[*node][]string{}
+	for _, n := range c.Nodes {
+		evs, err := n.DB.Events(ctx, ids)
+		if err != nil {
+			c.Fatalf("%s: events: %v", n.Name, err)
+		}
+		held := map[string]bool{}
+		for _, se := range evs {
+			if !se.Outlier {
+				held[se.Event.EventID()] = true
+			}
+		}
+		for _, id := range ids {
+			if !held[id] {
+				out[n] = append(out[n], id)
+			}
+		}
+	}
+	return out
+}
+
+// drained reports whether no node has anything queued for another.
+func (c *cluster) drained() bool {
+	c.t.Helper()
+	for _, n := range c.Nodes {
+		dests, err := n.DB.PendingDestinations(testContext(c.t))
+		if err != nil {
+			c.Fatalf("%s: pending destinations: %v", n.Name, err)
+		}
+		if len(dests) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // describeEvent says what each node holds of an event, for failures.
 func (c *cluster) describeEvent(id string) string {
 	ctx := testContext(c.t)
@@ -831,13 +931,14 @@ func (c *cluster) describeEvent(id string) string {
 }
 
 // Converge checks the room's convergence once the network is healed:
-// every node holds every acknowledged and every host-visible event,
-// judged the same way (rejected or not) everywhere; after each speaker
-// (a local user still joined, by node) has said a word in turn, so that
-// every server's forward extremities merge, all hold the same current
-// state; and each node's host log shows each event it accepted exactly
-// once and nothing else. It returns the number of events compared.
-func (c *cluster) Converge(roomID string, speakers map[*node]string) int {
+// after each speaker (a local user still joined, by node) has said a
+// word, every node holds every acknowledged and every host-visible event
+// in its graph, judged the same way (rejected or not) everywhere; after
+// one more word, which merges every server's forward extremities, all
+// hold the same current state; and each node's host log shows each event
+// it accepted exactly once and nothing else (events a node took in by
+// backfill excepted: see waitHeldFilling).
+func (c *cluster) Converge(roomID string, speakers map[*node]string) convergence {
 	c.t.Helper()
 	// A server sends an event only to the servers its own state counts
 	// in the room, so an event may reach some servers only when a later
@@ -845,18 +946,20 @@ func (c *cluster) Converge(roomID string, speakers map[*node]string) int {
 	// to the others.
 	for _, n := range c.Nodes {
 		if sender, ok := speakers[n]; ok {
-			id := c.Say(n, roomID, sender, "settling on "+n.Name)
-			c.WaitAll(func() []string { return []string{id} })
+			c.Say(n, roomID, sender, "settling on "+n.Name)
 		}
 	}
-	c.WaitHeld(roomID)
+	backfilled := c.waitHeldFilling(roomID)
 	// Every server holds every event: one more word merges the forward
 	// extremities everywhere (an event one server soft-failed is no
-	// forward extremity there, but is one where it was accepted).
+	// forward extremity there, but is one where it was accepted). Its
+	// prev events are held everywhere, so it arrives as an ordinary PDU.
 	for _, n := range c.Nodes {
 		if sender, ok := speakers[n]; ok {
 			c.Say(n, roomID, sender, "settled on "+n.Name)
-			c.WaitHeld(roomID)
+			for n, ids := range c.waitHeldFilling(roomID) {
+				maps.Copy(backfilled[n], ids)
+			}
 			break
 		}
 	}
@@ -898,11 +1001,20 @@ func (c *cluster) Converge(roomID string, speakers map[*node]string) int {
 			}
 		}
 		for id := range accepted {
-			if !seen[id] {
+			if !seen[id] && !backfilled[n.Name][id] {
 				c.Fatalf("%s: accepted %s but its host log does not show it", n.Name, id)
 			}
 		}
 	}
-	c.t.Logf("room %s converged on %d servers: %d events, %d soft-failed verdicts", roomID, len(c.Nodes), len(ids), softFailed)
-	return len(ids)
+	filled := 0
+	for _, ids := range backfilled {
+		filled += len(ids)
+	}
+	c.t.Logf("room %s converged on %d servers: %d events, %d soft-failed verdicts, %d events backfilled across gaps", roomID, len(c.Nodes), len(ids), softFailed, filled)
+	return convergence{Events: len(ids), SoftFailed: softFailed, Backfilled: filled}
 }
+
+// convergence sums up a Converge: the events compared, the soft-failed
+// verdicts (by event and server), and the events servers took in by
+// backfill across gaps.
+type convergence struct{ Events, SoftFailed, Backfilled int }

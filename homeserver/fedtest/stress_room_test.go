@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -124,6 +125,27 @@ func (c *cluster) WaitRefused(from *node, to ...*node) {
 			}
 			<-tick.C
 		}
+	}
+}
+
+// WaitQueueEmpty waits until from has nothing queued for to.
+func (c *cluster) WaitQueueEmpty(from, to *node) {
+	c.t.Helper()
+	deadline := time.Now().Add(2 * waitTimeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		dests, err := from.DB.PendingDestinations(testContext(c.t))
+		if err != nil {
+			c.Fatalf("%s: pending destinations: %v", from.Name, err)
+		}
+		if !slices.Contains(dests, to.Name) {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.Fatalf("%s still has events queued for %s", from.Name, to.Name)
+		}
+		<-tick.C
 	}
 }
 

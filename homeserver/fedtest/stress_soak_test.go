@@ -172,7 +172,7 @@ func TestStressSoak(t *testing.T) {
 			steps, time.Since(start).Round(time.Millisecond), st.byKind, st.refused, st.partitions, st.garbage, st.heals, st.crashes, st.restarts, st.checkpoints)
 		total := 0
 		for _, r := range roomsUnderTest {
-			total += c.Converge(r.ID, r.Speakers(c.Nodes))
+			total += c.Converge(r.ID, r.Speakers(c.Nodes)).Events
 		}
 		t.Logf("converged: %d events compared over %d rooms and %d servers in %v", total, len(roomsUnderTest), len(c.Nodes), time.Since(start).Round(time.Millisecond))
 	})
