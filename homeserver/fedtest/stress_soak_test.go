@@ -64,6 +64,9 @@ func TestStressSoak(t *testing.T) {
 	forEachVersion(t, func(t *testing.T, version string) {
 		steps := soakSteps(t)
 		c := newCluster(t, 4)
+		// The number of steps is part of what a seed replays (and its
+		// default differs under -race).
+		t.Logf("%d steps; replay with -seed %d -soak-steps %d", steps, c.Seed, steps)
 		roomsUnderTest := []*stressRoom{c.SetupRoom(version), c.SetupRoom(version)}
 		st := soakStats{byKind: map[string]int{}}
 		partitioned := false
