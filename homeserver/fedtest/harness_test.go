@@ -3,6 +3,12 @@
 // database and TLS listener, federating over loopback. The package holds
 // only test files: it imports both federation and homeserver, which the
 // import rules let no library package do.
+//
+// The stress suite (stress_*_test.go) puts the servers behind a fault
+// injector (partitions, hanging and garbage peers), restarts and crashes
+// them, and checks that every server converges to the same state; its
+// random choices come from a seed printed by each scenario (-seed to
+// replay). docs/testing.md explains how to run and replay it.
 package fedtest
 
 import (
