@@ -102,6 +102,7 @@ var mayDependOn = map[string][]string{
 	"federation": {"rooms", "keys"},
 	"homeserver": {"rooms", "keys", "store"},
 	"hostapi":    {"homeserver", "store", "rooms", "keys"},
+	"metrics":    {"homeserver", "store", "rooms", "keys"},
 	"config":     {},
 }
 

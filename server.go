@@ -18,6 +18,7 @@ import (
 	"github.com/ferry-matrix/ferry/homeserver"
 	"github.com/ferry-matrix/ferry/hostapi"
 	"github.com/ferry-matrix/ferry/keys"
+	"github.com/ferry-matrix/ferry/metrics"
 	"github.com/ferry-matrix/ferry/rooms"
 	"github.com/ferry-matrix/ferry/store"
 )
@@ -55,6 +56,7 @@ type Server struct {
 	stopDelivery context.CancelFunc
 	federation   *federation.Server
 	hostAPI      *hostapi.Server
+	metrics      *metrics.Metrics
 	// closers run in reverse order on Close, after the listeners stop.
 	closers []func() error
 }
@@ -65,6 +67,7 @@ type Server struct {
 type seenRooms struct {
 	*homeserver.Engine
 	delivery *homeserver.Delivery
+	metrics  *metrics.Metrics
 }
 
 // The federation server registers the membership endpoints only for a
@@ -78,7 +81,26 @@ var (
 
 func (s seenRooms) TransactionResponse(ctx context.Context, origin, txnID string) ([]byte, bool, error) {
 	s.delivery.DestinationSeen(origin)
-	return s.Engine.TransactionResponse(ctx, origin, txnID)
+	resp, found, err := s.Engine.TransactionResponse(ctx, origin, txnID)
+	if err == nil && found {
+		s.metrics.InboundTransaction(true)
+	}
+	return resp, found, err
+}
+
+// ReceivePDUs counts a transaction and its PDUs' verdicts.
+func (s seenRooms) ReceivePDUs(ctx context.Context, origin string, pdus [][]byte) map[string]error {
+	verdicts := s.Engine.ReceivePDUs(ctx, origin, pdus)
+	s.metrics.InboundTransaction(false)
+	s.metrics.InboundPDUs(verdicts)
+	return verdicts
+}
+
+// ReceiveEDU counts an EDU by type.
+func (s seenRooms) ReceiveEDU(ctx context.Context, origin, eduType string, content []byte) error {
+	err := s.Engine.ReceiveEDU(ctx, origin, eduType, content)
+	s.metrics.InboundEDU(eduType, err)
+	return err
 }
 
 // Start opens every component from cfg (already validated: config.Load
@@ -123,8 +145,9 @@ func Start(cfg *config.Config, opts Options) (_ *Server, err error) {
 		return nil, err
 	}
 
+	s.metrics = metrics.New()
 	dbLog := logger.With().Str("component", "store").Logger()
-	s.db, err = store.Open(context.Background(), cfg.DatabaseURL(), store.Options{Logger: &dbLog})
+	s.db, err = store.Open(context.Background(), cfg.DatabaseURL(), store.Options{Logger: &dbLog, ObserveTransaction: s.metrics.DatabaseTransaction})
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)
 	}
@@ -154,7 +177,7 @@ func Start(cfg *config.Config, opts Options) (_ *Server, err error) {
 	for _, name := range cfg.Federation.TrustedKeyServers {
 		notaries = append(notaries, keys.Notary{ServerName: name})
 	}
-	s.ring, err = keys.NewRing(keys.RingConfig{ServerName: cfg.ServerName, Own: own, Fetcher: s.client, Cache: s.db, Notaries: notaries})
+	s.ring, err = keys.NewRing(keys.RingConfig{ServerName: cfg.ServerName, Own: own, Fetcher: s.metrics.CountingFetcher(s.client), Cache: s.db, Notaries: notaries})
 	if err != nil {
 		return nil, err
 	}
@@ -175,7 +198,11 @@ func Start(cfg *config.Config, opts Options) (_ *Server, err error) {
 		OnQueued:           func(dests []string) { s.delivery.Notify(dests...) },
 		DestinationAllowed: policy.Allowed,
 		AutoRegisterUsers:  cfg.Host.AutoRegisterUsers,
+
+		ObservePersisted:       s.metrics.Persisted,
+		ObserveStateResolution: s.metrics.StateResolved,
 	}
+	s.metrics.WatchSources(metrics.Sources{Delivery: s.delivery, Store: s.db})
 	s.host = &homeserver.Host{
 		Engine:             s.engine,
 		Delivery:           s.delivery,
@@ -187,7 +214,7 @@ func Start(cfg *config.Config, opts Options) (_ *Server, err error) {
 	fed.KeyRing = s.ring
 	fed.Policy = policy
 	fed.MaxRequestBodyBytes = cfg.Federation.MaxRequestBodyBytes
-	fed.Rooms = seenRooms{Engine: s.engine, delivery: s.delivery}
+	fed.Rooms = seenRooms{Engine: s.engine, delivery: s.delivery, metrics: s.metrics}
 	fed.Directory = s.engine
 	fed.Addr = cfg.Federation.Listen
 	fed.TLSConfig = tlsConfig
@@ -251,6 +278,7 @@ func (s *Server) openHostAPI() error {
 		Extra: map[string]http.Handler{
 			"/healthz": http.HandlerFunc(healthz),
 			"/readyz":  http.HandlerFunc(s.readyz),
+			"/metrics": s.metrics.Handler(),
 		},
 	})
 	if err != nil {
@@ -316,6 +344,10 @@ func (s *Server) Keys() *keys.Own { return s.keys }
 
 // HostAPI is the host plane's listener.
 func (s *Server) HostAPI() *hostapi.Server { return s.hostAPI }
+
+// Metrics are the server's Prometheus metrics, served at /metrics on the
+// host listener; a program may register its own in Metrics().Registry().
+func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
 
 // Federation is the public listener.
 func (s *Server) Federation() *federation.Server { return s.federation }

@@ -89,6 +89,12 @@ type Engine struct {
 	// DestinationAllowed, when set, filters the servers events and EDUs
 	// are queued for (the federation allow / deny list).
 	DestinationAllowed func(server string) bool
+	// ObservePersisted and ObserveStateResolution, when set, are told of
+	// every event persisted (its outcome, and whether one of our users
+	// sent it) and of the time each state resolution took, for metrics.
+	// They must be fast and safe for concurrent use.
+	ObservePersisted       func(outcome store.Outcome, local bool)
+	ObserveStateResolution func(time.Duration)
 	// AutoRegisterUsers makes invites from other servers for local users
 	// that are not registered create them; when false such invites are
 	// refused (403).

@@ -449,6 +449,9 @@ func (e *Engine) persistFor(ctx context.Context, b store.Batch, lt *store.LocalT
 			continue // held before; the store kept what it had
 		}
 		e.remember(storedFrom(ne))
+		if e.ObservePersisted != nil {
+			e.ObservePersisted(ne.Outcome, e.isLocal(ne.Event.Sender()))
+		}
 	}
 	e.redactArrived(ctx, res.Stored)
 	return nil
@@ -570,7 +573,7 @@ func (e *Engine) stateBefore(ctx context.Context, h *roomHead, ev *rooms.Event, 
 		return states[0], &store.StateRef{AfterEvent: first}, nil
 	}
 	src := &eventSource{ctx: ctx, e: e}
-	resolved, err := rooms.ResolveState(h.v, states, src, e.chainCache(ev.RoomID()))
+	resolved, err := e.resolveState(h.v, states, src, e.chainCache(ev.RoomID()))
 	if err != nil {
 		return nil, nil, fmt.Errorf("state resolution before %s: %w", ev.EventID(), err)
 	}
@@ -602,7 +605,7 @@ func (e *Engine) stateForSoftFail(ctx context.Context, h *roomHead, ev *rooms.Ev
 		return e.loadState(ctx, h.current, authKeys(ev))
 	}
 	src := &eventSource{ctx: ctx, e: e}
-	resolved, err := rooms.ResolveState(h.v, []rooms.StateMap{h.current, before}, src, e.chainCache(ev.RoomID()))
+	resolved, err := e.resolveState(h.v, []rooms.StateMap{h.current, before}, src, e.chainCache(ev.RoomID()))
 	if err != nil {
 		return nil, fmt.Errorf("soft-fail state resolution: %w", err)
 	}
@@ -635,7 +638,7 @@ func (e *Engine) currentAfter(ctx context.Context, h *roomHead, ev *rooms.Event,
 		states = append(states, toRooms(st))
 	}
 	src := &eventSource{ctx: ctx, e: e, extra: map[string]*rooms.Event{ev.EventID(): ev}}
-	resolved, err := rooms.ResolveState(h.v, states, src, e.chainCache(ev.RoomID()))
+	resolved, err := e.resolveState(h.v, states, src, e.chainCache(ev.RoomID()))
 	if err != nil {
 		return nil, nil, fmt.Errorf("current state resolution: %w", err)
 	}

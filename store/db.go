@@ -55,6 +55,10 @@ type Options struct {
 	Logger *zerolog.Logger
 	// Now is the clock, for tests. Default time.Now.
 	Now func() time.Time
+	// ObserveTransaction, when set, is told how long each database
+	// transaction took (write: the writer's, else a reader's), for
+	// metrics. It must be fast and safe for concurrent use.
+	ObserveTransaction func(write bool, d time.Duration)
 }
 
 func (o Options) withDefaults() Options {
@@ -271,6 +275,9 @@ func (db *DB) migrate(ctx context.Context) error {
 
 // write runs fn in a transaction on the writer connection.
 func (db *DB) write(ctx context.Context, fn func(t *txn) error) error {
+	if observe := db.opts.ObserveTransaction; observe != nil {
+		defer func(start time.Time) { observe(true, time.Since(start)) }(time.Now())
+	}
 	tx, err := db.writer.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -288,6 +295,9 @@ func (db *DB) write(ctx context.Context, fn func(t *txn) error) error {
 // read runs fn in a read-only transaction from the pool, so every query
 // in fn sees one consistent snapshot of the database.
 func (db *DB) read(ctx context.Context, fn func(t *txn) error) error {
+	if observe := db.opts.ObserveTransaction; observe != nil {
+		defer func(start time.Time) { observe(false, time.Since(start)) }(time.Now())
+	}
 	tx, err := db.readers.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return err

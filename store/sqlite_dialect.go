@@ -72,6 +72,7 @@ type dialect struct {
 
 	// diagnostics
 	statsCounts, pageCount, pageSize, allSnapshotParents string
+	gauges                                               string
 }
 
 // cachedMultiInsert memoises the text of multi-row INSERTs, which are
@@ -307,6 +308,15 @@ var sqliteDialect = &dialect{
 		FROM host_log h LEFT JOIN events e ON e.event_nid = h.event_nid
 		WHERE h.pos > ? ORDER BY h.pos LIMIT ?`,
 	hostLogHead: `SELECT COALESCE(MAX(pos), 0) FROM host_log`,
+	gauges: `SELECT
+		(SELECT COUNT(*) FROM rooms WHERE current_snapshot_nid != 0),
+		(SELECT COUNT(DISTINCT substr(sk.state_key, instr(sk.state_key, ':') + 1))
+			FROM current_state cs
+			JOIN state_keys sk ON sk.state_key_nid = cs.state_key_nid
+			JOIN events e ON e.event_nid = cs.event_nid
+			WHERE sk.type = 'm.room.member' AND e.membership = 'join'),
+		(SELECT COALESCE(MAX(pos), 0) FROM host_log),
+		(SELECT COUNT(*) FROM outbound)`,
 	statsCounts: `SELECT (SELECT COUNT(*) FROM events WHERE json IS NOT NULL), (SELECT COUNT(*) FROM state_snapshots),
 		(SELECT COUNT(*) FROM state_snapshots WHERE parent_nid IS NULL), (SELECT COUNT(*) FROM state_entries)`,
 	pageCount:          `SELECT page_count - freelist_count FROM pragma_page_count(), pragma_freelist_count()`,
