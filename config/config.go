@@ -28,6 +28,7 @@ type Config struct {
 	Rooms      Rooms      `toml:"rooms"`
 	Database   Database   `toml:"database"`
 	Log        Log        `toml:"log"`
+	Metrics    Metrics    `toml:"metrics"`
 }
 
 // Federation configures the public listener and outbound federation.
@@ -107,6 +108,14 @@ type Log struct {
 	// Format is "json", "console" or "auto" (default: console when stderr
 	// is a terminal, JSON otherwise).
 	Format string `toml:"format"`
+}
+
+// Metrics configures where the Prometheus metrics are served.
+type Metrics struct {
+	// Listen is the host:port of a separate listener serving only
+	// /metrics, for a scraper that must not reach the host API. Default
+	// empty: /metrics is served on the host listener only.
+	Listen string `toml:"listen"`
 }
 
 // Defaults that other code (the Dockerfile, docs, tests) refers to.

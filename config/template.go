@@ -116,6 +116,12 @@ level = {{q .Log.Level}}
 
 # json, console, or auto (console when stderr is a terminal, else json).
 format = {{q .Log.Format}}
+
+[metrics]
+# Address (host:port) of a separate listener serving only the Prometheus
+# metrics at /metrics. Empty means /metrics is served on the host listener
+# only.
+listen = {{q .Metrics.Listen}}
 `
 
 var tmpl = template.Must(template.New("ferry.toml").Funcs(template.FuncMap{

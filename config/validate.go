@@ -107,6 +107,14 @@ func (c *Config) Validate() error {
 		bad("rooms.default_version", c.Rooms.DefaultVersion, "expected one of %s", strings.Join(RoomVersions, ", "))
 	}
 
+	if m := c.Metrics.Listen; m != "" {
+		if err := validListen(m); err != nil {
+			check("metrics.listen", m, err)
+		} else if m == f.Listen || m == h.Listen {
+			bad("metrics.listen", m, "must differ from federation.listen and host.listen (leave it empty to serve /metrics on the host listener)")
+		}
+	}
+
 	if u := c.Database.URL; u != "" {
 		path, ok := strings.CutPrefix(u, "sqlite://")
 		if !ok || path == "" {

@@ -1,0 +1,29 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestMetricsListen(t *testing.T) {
+	cfg, err := Load("", envMap(map[string]string{"FERRY_METRICS_LISTEN": "127.0.0.1:9109"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Metrics.Listen != "127.0.0.1:9109" {
+		t.Errorf("metrics.listen = %q, want 127.0.0.1:9109", cfg.Metrics.Listen)
+	}
+	if Default().Metrics.Listen != "" {
+		t.Errorf("metrics.listen defaults to %q, want empty (host listener only)", Default().Metrics.Listen)
+	}
+	for value, want := range map[string]string{
+		"not-an-address":        "metrics.listen",
+		DefaultHostListen:       "must differ from federation.listen and host.listen",
+		DefaultFederationListen: "must differ from federation.listen and host.listen",
+	} {
+		_, err := Load("", envMap(map[string]string{"FERRY_METRICS_LISTEN": value}))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("metrics.listen %q: error %v, want one mentioning %q", value, err, want)
+		}
+	}
+}
