@@ -110,7 +110,7 @@ func (c *Config) Validate() error {
 	if m := c.Metrics.Listen; m != "" {
 		if err := validListen(m); err != nil {
 			check("metrics.listen", m, err)
-		} else if m == f.Listen || m == h.Listen {
+		} else if (m == f.Listen || m == h.Listen) && !strings.HasSuffix(m, ":0") { // port 0: each picks its own
 			bad("metrics.listen", m, "must differ from federation.listen and host.listen (leave it empty to serve /metrics on the host listener)")
 		}
 	}
