@@ -17,6 +17,7 @@ const (
 // authenticated origin) for the single log line written when it ends.
 type requestInfo struct {
 	origin string
+	route  string // the matched route's template, for metrics
 }
 
 type requestInfoKey struct{}
@@ -74,9 +75,17 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		if status == 0 {
 			status = http.StatusOK
 		}
+		elapsed := s.now().Sub(start)
+		if s.ObserveRequest != nil {
+			route := info.route
+			if route == "" {
+				route = "(unrouted)"
+			}
+			s.ObserveRequest(route, r.Method, status, elapsed)
+		}
 		reqLog.Info().
 			Int("status", status).
-			Float64("duration_ms", float64(s.now().Sub(start).Microseconds())/1000).
+			Float64("duration_ms", float64(elapsed.Microseconds())/1000).
 			Str(fieldOrigin, info.origin).
 			Str("remote", r.RemoteAddr).
 			Int64("bytes", rec.bytes).

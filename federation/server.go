@@ -63,6 +63,11 @@ type Server struct {
 	Logger zerolog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// ObserveRequest, when set, is told of every request when it ends:
+	// the route template ("(unrouted)" when none matched), method, status
+	// and duration, for metrics. It must be fast and safe for concurrent
+	// use.
+	ObserveRequest func(route, method string, status int, d time.Duration)
 
 	// KeyRing verifies X-Matrix signatures with other servers' keys and
 	// answers the notary endpoints. Authenticated endpoints answer 500
@@ -139,6 +144,7 @@ func (s *Server) Handler() http.Handler {
 		r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			writeError(w, r, ErrMethodNotAllowed)
 		})
+		r.Use(recordRoute)
 		s.routes(r)
 		s.handler = s.logRequests(recoverPanics(r))
 	})

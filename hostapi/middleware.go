@@ -128,17 +128,25 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 			status = http.StatusOK
 		}
 		route := info.route
+		_, extra := s.extra[r.URL.Path]
+		if route == "" && extra {
+			route = r.URL.Path
+		}
 		if route == "" {
 			route = "(unrouted)"
 		}
 		line := reqLog.Info()
-		if _, extra := s.extra[r.URL.Path]; extra {
+		if extra {
 			line = reqLog.Debug()
 		}
+		elapsed := time.Since(start)
 		line.Str("route", route).
 			Int("status", status).
-			Float64("duration_ms", float64(time.Since(start).Microseconds())/1000).
+			Float64("duration_ms", float64(elapsed.Microseconds())/1000).
 			Msg("request")
+		if s.observe != nil {
+			s.observe(route, r.Method, status, elapsed)
+		}
 	})
 }
 

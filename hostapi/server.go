@@ -66,6 +66,11 @@ type Config struct {
 	// Extra handlers are served at exact paths without authentication
 	// (/healthz, /readyz, /metrics).
 	Extra map[string]http.Handler
+	// ObserveRequest, when set, is told of every request when it ends:
+	// the route template (an extra handler's path; "(unrouted)" when no
+	// route matched), method, status and duration, for metrics. It must
+	// be fast and safe for concurrent use.
+	ObserveRequest func(route, method string, status int, d time.Duration)
 	// MaxBodyBytes bounds request bodies; DefaultMaxBodyBytes when zero.
 	MaxBodyBytes int64
 	// KeepAlive is the interval of SSE keepalive comments;
@@ -82,6 +87,7 @@ type Server struct {
 	serverName   string
 	logger       zerolog.Logger
 	extra        map[string]http.Handler
+	observe      func(route, method string, status int, d time.Duration)
 	maxBodyBytes int64
 	keepAlive    time.Duration
 	handler      http.Handler
@@ -112,6 +118,7 @@ func New(cfg Config) (*Server, error) {
 		serverName:   cfg.ServerName,
 		logger:       cfg.Logger,
 		extra:        cfg.Extra,
+		observe:      cfg.ObserveRequest,
 		maxBodyBytes: cfg.MaxBodyBytes,
 		keepAlive:    cfg.KeepAlive,
 	}
