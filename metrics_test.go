@@ -3,11 +3,15 @@ package ferry_test
 import (
 	"bufio"
 	"context"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/ferry-matrix/ferry"
+	"github.com/ferry-matrix/ferry/config"
 	"github.com/ferry-matrix/ferry/hostapi/client"
 )
 
@@ -106,9 +110,74 @@ func TestMetrics_AfterAScenario(t *testing.T) {
 			t.Errorf("%s: ferry_joined_servers = %v, want 2", m.who, got)
 		}
 	}
+	// Requests by route template: A served B's make_join and send_join,
+	// both served each other's transactions; the host API served the
+	// joins and sends.
+	positive(ma, "A", `ferry_federation_requests_total{method="GET",route="/_matrix/federation/v1/make_join/{roomId}/{userId}",status="200"}`)
+	for _, m := range []struct {
+		who string
+		m   map[string]float64
+	}{{"A", ma}, {"B", mb}} {
+		positive(m.m, m.who, `ferry_federation_requests_total{method="PUT",route="/_matrix/federation/v1/send/{txnId}",status="200"}`)
+		positive(m.m, m.who, `ferry_federation_request_seconds_count{method="PUT",route="/_matrix/federation/v1/send/{txnId}"}`)
+		positive(m.m, m.who, `ferry_federation_requests_total{method="GET",route="/_matrix/key/v2/server",status="200"}`)
+		positive(m.m, m.who, `ferry_host_requests_total{method="POST",route="/_ferry/v1/rooms/{roomId}/send",status="200"}`)
+		positive(m.m, m.who, `ferry_host_requests_total{method="PUT",route="/_ferry/v1/users/{userId}",status="200"}`)
+	}
+	positive(mb, "B", `ferry_host_requests_total{method="POST",route="/_ferry/v1/rooms/{roomIdOrAlias}/join",status="200"}`)
 	positive(ma, "A", `ferry_outbound_transactions_total{destination="`+b.name+`"}`)
 	positive(mb, "B", `ferry_outbound_transactions_total{destination="`+a.name+`"}`)
 	if ma[`ferry_state_resolution_seconds_count`]+mb[`ferry_state_resolution_seconds_count`] <= 0 {
 		t.Errorf("no state resolution counted on either server")
+	}
+}
+
+// TestMetrics_SeparateListener starts a server with metrics.listen set and
+// scrapes /metrics there: the listener serves the same registry and
+// nothing else, and /metrics stays on the host listener too.
+func TestMetrics_SeparateListener(t *testing.T) {
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	cfg.Federation.Listen = "127.0.0.1:0"
+	cfg.Host.Listen = "127.0.0.1:0"
+	cfg.Host.Token = "token"
+	cfg.Metrics.Listen = "127.0.0.1:0"
+	srv, err := ferry.Start(cfg, ferry.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Close(ctx); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	if srv.MetricsListener() == nil {
+		t.Fatal("metrics.listen is set but the server has no metrics listener")
+	}
+	get := func(url string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, string(body)
+	}
+	base := "http://" + srv.MetricsListener().Addr().String()
+	status, body := get(base + "/metrics")
+	if status != http.StatusOK || !strings.Contains(body, "\nferry_rooms 0\n") || !strings.Contains(body, "ferry_database_transaction_seconds_count{kind=\"write\"}") {
+		t.Errorf("metrics listener /metrics: %d\n%.2000s", status, body)
+	}
+	if status, _ := get(base + "/healthz"); status != http.StatusNotFound {
+		t.Errorf("metrics listener /healthz: %d, want 404 (it serves /metrics only)", status)
+	}
+	if status, _ := get(srv.HostAPI().URL() + "/metrics"); status != http.StatusOK {
+		t.Errorf("host listener /metrics: %d, want 200", status)
 	}
 }

@@ -57,6 +57,9 @@ type Server struct {
 	federation   *federation.Server
 	hostAPI      *hostapi.Server
 	metrics      *metrics.Metrics
+	// metricsListener serves /metrics alone on metrics.listen; nil when
+	// that is empty.
+	metricsListener *metrics.Listener
 	// closers run in reverse order on Close, after the listeners stop.
 	closers []func() error
 }
@@ -221,6 +224,7 @@ func Start(cfg *config.Config, opts Options) (_ *Server, err error) {
 	fed.WellKnownServer = cfg.Federation.WellKnownServer
 	fed.Version = version
 	fed.Logger = logger.With().Str("component", "federation").Logger()
+	fed.ObserveRequest = s.metrics.FederationRequest
 
 	// The senders live as long as the server; Close ends them.
 	deliveryCtx, stopDelivery := context.WithCancel(context.Background())
@@ -245,6 +249,16 @@ func Start(cfg *config.Config, opts Options) (_ *Server, err error) {
 	if err := s.openHostAPI(); err != nil {
 		return nil, err
 	}
+
+	// Metrics: a listener of its own when metrics.listen is set (/metrics
+	// is on the host listener in any case).
+	if cfg.Metrics.Listen != "" {
+		s.metricsListener, err = s.metrics.Listen(cfg.Metrics.Listen)
+		if err != nil {
+			return nil, err
+		}
+		logger.Info().Str("listen", s.metricsListener.Addr().String()).Msg("metrics listening")
+	}
 	return s, nil
 }
 
@@ -268,13 +282,14 @@ func (s *Server) openHostAPI() error {
 		}
 	}
 	api, err := hostapi.New(hostapi.Config{
-		Host:          s.host,
-		Cursors:       s.db,
-		Token:         token,
-		ServerName:    cfg.ServerName,
-		WebhookURL:    cfg.Host.WebhookURL,
-		WebhookSecret: cfg.Host.WebhookSecret,
-		Logger:        s.logger.With().Str("component", "hostapi").Logger(),
+		Host:           s.host,
+		Cursors:        s.db,
+		Token:          token,
+		ServerName:     cfg.ServerName,
+		WebhookURL:     cfg.Host.WebhookURL,
+		WebhookSecret:  cfg.Host.WebhookSecret,
+		Logger:         s.logger.With().Str("component", "hostapi").Logger(),
+		ObserveRequest: s.metrics.HostRequest,
 		Extra: map[string]http.Handler{
 			"/healthz": http.HandlerFunc(healthz),
 			"/readyz":  http.HandlerFunc(s.readyz),
@@ -304,6 +319,12 @@ func (s *Server) Close(ctx context.Context) error {
 		if err := s.federation.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("federation listener: %w", err))
 		}
+	}
+	if s.metricsListener != nil {
+		if err := s.metricsListener.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		s.metricsListener = nil
 	}
 	if err := s.closeComponents(); err != nil {
 		errs = append(errs, err)
@@ -348,6 +369,10 @@ func (s *Server) HostAPI() *hostapi.Server { return s.hostAPI }
 // Metrics are the server's Prometheus metrics, served at /metrics on the
 // host listener; a program may register its own in Metrics().Registry().
 func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
+
+// MetricsListener is the listener of metrics.listen, nil when that is
+// empty.
+func (s *Server) MetricsListener() *metrics.Listener { return s.metricsListener }
 
 // Federation is the public listener.
 func (s *Server) Federation() *federation.Server { return s.federation }

@@ -1,8 +1,8 @@
 // Package metrics exports what a Ferry server does in the Prometheus text
 // format: inbound transactions, PDUs and EDUs, persisted events by
 // outcome, state resolution and database transaction durations, key
-// fetches, outbound delivery per destination, and the size of what is
-// held. The core packages know nothing of Prometheus: they offer plain
+// fetches, outbound delivery per destination, requests served by the
+// federation and host listeners, and the size of what is held. The core packages know nothing of Prometheus: they offer plain
 // hooks (functions in their configuration) and readers (Delivery.Health,
 // store.Gauges), and this package turns those into collectors.
 package metrics
@@ -40,6 +40,9 @@ type Metrics struct {
 	stateRes    prometheus.Histogram
 	dbTxns      *prometheus.HistogramVec
 	keyFetches  *prometheus.CounterVec
+
+	federationRequests *requestMetrics
+	hostRequests       *requestMetrics
 }
 
 // New returns the metrics of a server, registered with Go runtime and
@@ -78,6 +81,10 @@ func New() *Metrics {
 			Help: "Fetches of other servers' signing keys, by source (direct or notary) and result (ok or error).",
 		}, []string{"source", "result"}),
 	}
+	m.federationRequests = newRequestMetrics("federation", "the federation listener")
+	m.hostRequests = newRequestMetrics("host", "the host API listener")
+	m.federationRequests.register(m.registry)
+	m.hostRequests.register(m.registry)
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
