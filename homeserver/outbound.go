@@ -68,6 +68,11 @@ type Delivery struct {
 	Transport Transport
 	// Logger receives a line per failed attempt and per rejected PDU.
 	Logger zerolog.Logger
+	// ObserveAttempt, when set, is told of every attempt to send a
+	// transaction: whether the destination answered it, and how many of
+	// its PDUs the answer refused, for metrics. It must be fast and safe
+	// for concurrent use.
+	ObserveAttempt func(delivered bool, refusedPDUs int)
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 	// After waits; time.After when nil. Tests make it return at once
@@ -409,6 +414,9 @@ func (d *Delivery) run(name string, s *destSender) {
 			}
 			fails++
 			outage = true
+			if d.ObserveAttempt != nil {
+				d.ObserveAttempt(false, 0)
+			}
 			d.mu.Lock()
 			d.failing[name] = true
 			d.mu.Unlock()
@@ -451,6 +459,9 @@ func (d *Delivery) run(name string, s *destSender) {
 		ds.txns++
 		ds.pduErrors += refused
 		d.mu.Unlock()
+		if d.ObserveAttempt != nil {
+			d.ObserveAttempt(true, int(refused))
+		}
 	}
 	d.mu.Lock()
 	delete(d.senders, name)
