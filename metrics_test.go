@@ -126,6 +126,8 @@ func TestMetrics_AfterAScenario(t *testing.T) {
 	}
 	positive(mb, "B", `ferry_host_requests_total{method="POST",route="/_ferry/v1/rooms/{roomIdOrAlias}/join",status="200"}`)
 	positive(ma, "A", `ferry_outbound_transactions_total{destination="`+b.name+`"}`)
+	positive(ma, "A", `ferry_outbound_transaction_attempts_total{result="ok"}`)
+	positive(mb, "B", `ferry_outbound_transaction_attempts_total{result="ok"}`)
 	positive(mb, "B", `ferry_outbound_transactions_total{destination="`+a.name+`"}`)
 	if ma[`ferry_state_resolution_seconds_count`]+mb[`ferry_state_resolution_seconds_count`] <= 0 {
 		t.Errorf("no state resolution counted on either server")

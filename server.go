@@ -190,6 +190,8 @@ func Start(cfg *config.Config, opts Options) (_ *Server, err error) {
 		Store:      s.db,
 		Transport:  s.client,
 		Logger:     logger.With().Str("component", "delivery").Logger(),
+
+		ObserveAttempt: s.metrics.OutboundAttempt,
 	}
 	s.engine = &homeserver.Engine{
 		ServerName:         cfg.ServerName,

@@ -41,6 +41,9 @@ type Metrics struct {
 	dbTxns      *prometheus.HistogramVec
 	keyFetches  *prometheus.CounterVec
 
+	outboundAttempts *prometheus.CounterVec
+	outboundRefused  prometheus.Counter
+
 	federationRequests *requestMetrics
 	hostRequests       *requestMetrics
 }
@@ -81,6 +84,15 @@ func New() *Metrics {
 			Help: "Fetches of other servers' signing keys, by source (direct or notary) and result (ok or error).",
 		}, []string{"source", "result"}),
 	}
+	m.outboundAttempts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "outbound_transaction_attempts_total",
+		Help: "Attempts to send a transaction to any destination, by result: ok (answered) or failed (to be retried after a backoff).",
+	}, []string{"result"})
+	m.outboundRefused = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Name: "outbound_refused_pdus_total",
+		Help: "PDUs other servers refused in their answers to our transactions (logged, not retried).",
+	})
+	m.registry.MustRegister(m.outboundAttempts, m.outboundRefused)
 	m.federationRequests = newRequestMetrics("federation", "the federation listener")
 	m.hostRequests = newRequestMetrics("host", "the host API listener")
 	m.federationRequests.register(m.registry)
@@ -156,6 +168,16 @@ func (m *Metrics) Persisted(outcome store.Outcome, local bool) {
 		origin = "local"
 	}
 	m.persisted.WithLabelValues(outcome.String(), origin).Inc()
+}
+
+// OutboundAttempt is homeserver.Delivery's ObserveAttempt hook.
+func (m *Metrics) OutboundAttempt(delivered bool, refusedPDUs int) {
+	result := "failed"
+	if delivered {
+		result = "ok"
+	}
+	m.outboundAttempts.WithLabelValues(result).Inc()
+	m.outboundRefused.Add(float64(refusedPDUs))
 }
 
 // StateResolved is homeserver.Engine's ObserveStateResolution hook.
@@ -239,6 +261,10 @@ var (
 		"Transactions a destination answered, since the server started.", []string{"destination"}, nil)
 	descPDUErrors = prometheus.NewDesc(namespace+"_outbound_pdu_errors_total",
 		"PDUs a destination refused in its answers, since the server started.", []string{"destination"}, nil)
+	descDropped = prometheus.NewDesc(namespace+"_outbound_dropped_total",
+		"Queued events a catch-up dropped for a destination (it fetches them with /get_missing_events), since the server started.", []string{"destination"}, nil)
+	descSenders = prometheus.NewDesc(namespace+"_outbound_senders",
+		"Destinations with a sender running (those with pending work).", nil, nil)
 	descCatchUps = prometheus.NewDesc(namespace+"_outbound_catch_ups_total",
 		"Catch-ups (the backlog replaced by the newest events per room) of a destination, since the server started.", []string{"destination"}, nil)
 	descScrapeErrors = prometheus.NewDesc(namespace+"_scrape_errors",
@@ -252,7 +278,7 @@ type scrapeCollector struct{ src Sources }
 
 func (c *scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRooms, descJoinedServers, descHostLog, descOutboundQueued, descDestinations,
-		descBackoff, descFailures, descTxnsSent, descPDUErrors, descCatchUps, descScrapeErrors} {
+		descBackoff, descFailures, descTxnsSent, descPDUErrors, descCatchUps, descDropped, descSenders, descScrapeErrors} {
 		ch <- d
 	}
 }
@@ -280,6 +306,7 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	now := c.src.Now()
 	states := map[string]int{"ok": 0, "failing": 0, "backing_off": 0}
+	senders := 0
 	for _, h := range health {
 		d := h.Name
 		ch <- prometheus.MustNewConstMetric(descOutboundQueued, prometheus.GaugeValue, float64(h.Queued), d)
@@ -287,6 +314,10 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descTxnsSent, prometheus.CounterValue, float64(h.TxnsSent), d)
 		ch <- prometheus.MustNewConstMetric(descPDUErrors, prometheus.CounterValue, float64(h.PDUErrors), d)
 		ch <- prometheus.MustNewConstMetric(descCatchUps, prometheus.CounterValue, float64(h.CatchUps), d)
+		ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(h.Dropped), d)
+		if h.Active {
+			senders++
+		}
 		switch {
 		case h.BackoffUntil.After(now):
 			states["backing_off"]++
@@ -297,6 +328,7 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 			states["ok"]++
 		}
 	}
+	ch <- prometheus.MustNewConstMetric(descSenders, prometheus.GaugeValue, float64(senders))
 	for state, n := range states {
 		ch <- prometheus.MustNewConstMetric(descDestinations, prometheus.GaugeValue, float64(n), state)
 	}

@@ -34,8 +34,8 @@ func TestMetrics_HooksAndScrape(t *testing.T) {
 	m.WatchSources(Sources{
 		Store: db,
 		Delivery: fixedHealth{
-			{Name: "up.example", TxnsSent: 7, Queued: 2},
-			{Name: "down.example", Failures: 3, BackoffUntil: now.Add(90 * time.Second), Queued: 40, CatchUps: 1},
+			{Name: "up.example", TxnsSent: 7, Queued: 2, Active: true},
+			{Name: "down.example", Failures: 3, BackoffUntil: now.Add(90 * time.Second), Queued: 40, CatchUps: 1, Dropped: 12},
 			{Name: "flaky.example", Failures: 1},
 		},
 		Now: func() time.Time { return now },
@@ -48,6 +48,9 @@ func TestMetrics_HooksAndScrape(t *testing.T) {
 	m.InboundEDU("m.receipt", errors.New("not in the room"))
 	m.Persisted(store.SoftFailed, false)
 	m.StateResolved(3 * time.Millisecond)
+	m.OutboundAttempt(false, 0)
+	m.OutboundAttempt(true, 2)
+	m.OutboundAttempt(true, 0)
 
 	text := scrapeText(t, m)
 	for _, want := range []string{
@@ -67,6 +70,11 @@ func TestMetrics_HooksAndScrape(t *testing.T) {
 		`ferry_outbound_destinations{state="failing"} 1`,
 		`ferry_outbound_destinations{state="ok"} 1`,
 		`ferry_outbound_catch_ups_total{destination="down.example"} 1`,
+		`ferry_outbound_dropped_total{destination="down.example"} 12`,
+		`ferry_outbound_senders 1`,
+		`ferry_outbound_transaction_attempts_total{result="failed"} 1`,
+		`ferry_outbound_transaction_attempts_total{result="ok"} 2`,
+		`ferry_outbound_refused_pdus_total 2`,
 	} {
 		if !strings.Contains(text, want+"\n") {
 			t.Errorf("scrape lacks %q", want)
