@@ -545,23 +545,8 @@ func (h *Host) Knock(ctx context.Context, roomIDOrAlias, userID, reason string, 
 // idempotent: the same (sender, txnID) always gives the first event's ID
 // and never a second event.
 func (h *Host) Send(ctx context.Context, roomID, sender, eventType string, content map[string]any, txnID string) (string, error) {
-	if eventType == "" {
-		return "", badRequest("event type is required")
-	}
-	if err := h.actor(ctx, sender); err != nil {
-		return "", err
-	}
-	if err := h.knownRoom(ctx, roomID); err != nil {
-		return "", err
-	}
-	if content == nil {
-		content = map[string]any{}
-	}
-	content, err := normalizeContent(content)
+	content, err := h.checkLocalEvent(ctx, roomID, sender, eventType, content)
 	if err != nil {
-		return "", err
-	}
-	if err := checkContentSize(content); err != nil {
 		return "", err
 	}
 	le := LocalEvent{Type: eventType, Sender: sender, Content: content}
@@ -573,6 +558,32 @@ func (h *Host) Send(ctx context.Context, roomID, sender, eventType string, conte
 		return ev.EventID(), nil
 	}
 	return h.sendOnce(ctx, roomID, le, txnID)
+}
+
+// checkLocalEvent checks what every event the host sends needs: a type,
+// a registered sender, a room we hold, and content that canonical JSON
+// can hold within an event's size; it returns the content normalized.
+func (h *Host) checkLocalEvent(ctx context.Context, roomID, sender, eventType string, content map[string]any) (map[string]any, error) {
+	if eventType == "" {
+		return nil, badRequest("event type is required")
+	}
+	if err := h.actor(ctx, sender); err != nil {
+		return nil, err
+	}
+	if err := h.knownRoom(ctx, roomID); err != nil {
+		return nil, err
+	}
+	if content == nil {
+		content = map[string]any{}
+	}
+	content, err := normalizeContent(content)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkContentSize(content); err != nil {
+		return nil, err
+	}
+	return content, nil
 }
 
 // checkContentSize refuses content that cannot fit in an event
@@ -591,23 +602,8 @@ func checkContentSize(content map[string]any) error {
 
 // SetState sets a state event as sender.
 func (h *Host) SetState(ctx context.Context, roomID, sender, eventType, stateKey string, content map[string]any) (string, error) {
-	if eventType == "" {
-		return "", badRequest("event type is required")
-	}
-	if err := h.actor(ctx, sender); err != nil {
-		return "", err
-	}
-	if err := h.knownRoom(ctx, roomID); err != nil {
-		return "", err
-	}
-	if content == nil {
-		content = map[string]any{}
-	}
-	content, err := normalizeContent(content)
+	content, err := h.checkLocalEvent(ctx, roomID, sender, eventType, content)
 	if err != nil {
-		return "", err
-	}
-	if err := checkContentSize(content); err != nil {
 		return "", err
 	}
 	ev, err := h.Engine.SendEvent(ctx, roomID, LocalEvent{Type: eventType, StateKey: rooms.StringPtr(stateKey), Sender: sender, Content: content})
