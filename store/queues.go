@@ -162,13 +162,15 @@ func (db *DB) PeekOutbound(ctx context.Context, destination string, maxPDUs, max
 
 // BeginTxn records the transaction about to be sent to a destination: its
 // ID, exact body and the queue positions it carries. Until CompleteTxn,
-// the same transaction is what must be resent.
+// the same transaction is what must be resent. Like CompleteTxn and
+// RecordFailure it is a relaxed write (see writeRelaxed): a power loss
+// may forget it, which only makes the items go again.
 func (db *DB) BeginTxn(ctx context.Context, destination, txnID string, body []byte, positions []int64) error {
 	pos, err := json.Marshal(positions)
 	if err != nil {
 		return fmt.Errorf("store: begin txn: %w", err)
 	}
-	err = db.write(ctx, func(t *txn) error {
+	err = db.writeRelaxed(ctx, func(t *txn) error {
 		_, err := t.exec(db.d.beginTxn, destination, txnID, body, string(pos))
 		return err
 	})
@@ -181,7 +183,7 @@ func (db *DB) BeginTxn(ctx context.Context, destination, txnID string, body []by
 // CompleteTxn records that the destination answered the transaction in
 // flight: its items leave the queue, failures reset, backoff ends.
 func (db *DB) CompleteTxn(ctx context.Context, destination string) error {
-	err := db.write(ctx, func(t *txn) error {
+	err := db.writeRelaxed(ctx, func(t *txn) error {
 		if _, err := t.exec(db.d.deleteTxnItems, destination); err != nil {
 			return err
 		}
@@ -197,7 +199,7 @@ func (db *DB) CompleteTxn(ctx context.Context, destination string) error {
 // RecordFailure records a failed attempt to reach a destination and the
 // time until which to back off. The transaction in flight stays.
 func (db *DB) RecordFailure(ctx context.Context, destination string, backoffUntil time.Time, reason string) error {
-	err := db.write(ctx, func(t *txn) error {
+	err := db.writeRelaxed(ctx, func(t *txn) error {
 		_, err := t.exec(db.d.recordFailure, destination, backoffUntil.UnixMilli(), db.now(), reason)
 		return err
 	})
