@@ -322,7 +322,7 @@ func (e *Engine) commitLocal(ctx context.Context, h *roomHead, roomID string, ev
 	if len(h.extremities) > 1 {
 		before = &store.StateRef{Changes: toStore(h.current)}
 	}
-	servers, err := e.Store.JoinedServers(ctx, roomID)
+	servers, err := e.joinedServers(ctx, h, roomID)
 	if err != nil {
 		return err
 	}
@@ -340,7 +340,7 @@ func (e *Engine) commitLocal(ctx context.Context, h *roomHead, roomID string, ev
 	if err := e.persistFor(ctx, batch, lt); err != nil {
 		return err
 	}
-	e.accepted(ctx, h, roomID, withEvent(h.current, ev))
+	e.acceptedLocal(ctx, h, roomID, ev, withEvent(h.current, ev))
 	return e.applyRedaction(ctx, ev, current)
 }
 

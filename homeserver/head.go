@@ -20,6 +20,8 @@ type roomHead struct {
 	current     rooms.StateMap
 	// stage collects decisions while a transaction's PDUs are judged.
 	stage *staged
+	// joined caches the servers in the room under current (local_head.go).
+	joined *joinedCache
 }
 
 // head returns the head of a room we are in, loading it on first use, or
