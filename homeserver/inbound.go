@@ -421,14 +421,20 @@ func (e *Engine) persist(ctx context.Context, b store.Batch) error {
 // persistFor is persist; a non-nil lt, the local transaction of the
 // batch's one event, is recorded in the same database transaction.
 func (e *Engine) persistFor(ctx context.Context, b store.Batch, lt *store.LocalTxn) error {
+	if err := e.filterDestinations(ctx, &b); err != nil {
+		return err
+	}
+	return e.persistFiltered(ctx, b, lt)
+}
+
+// persistFiltered is persistFor for a batch whose destinations already
+// went through the room's server ACL and DestinationAllowed.
+func (e *Engine) persistFiltered(ctx context.Context, b store.Batch, lt *store.LocalTxn) error {
 	ids := make([]string, 0, len(b.Events))
 	for _, ne := range b.Events {
 		ids = append(ids, ne.Event.EventID())
 	}
 	e.forget(ids...)
-	if err := e.filterDestinations(ctx, &b); err != nil {
-		return err
-	}
 	var res store.PersistResult
 	var err error
 	if lt != nil {
