@@ -322,22 +322,24 @@ func (e *Engine) commitLocal(ctx context.Context, h *roomHead, roomID string, ev
 	if len(h.extremities) > 1 {
 		before = &store.StateRef{Changes: toStore(h.current)}
 	}
-	servers, err := e.joinedServers(ctx, h, roomID)
+	joined, err := e.joinedServers(ctx, h, roomID)
 	if err != nil {
 		return err
 	}
-	var dests []string
-	for _, s := range servers {
-		if s != e.ServerName {
-			dests = append(dests, s)
-		}
+	dests := e.localDestinations(joined)
+	persist := e.persistFiltered
+	if k, ok := rooms.StateTupleOf(ev); ok && k == rooms.StateTuple(aclTuple) {
+		// An ACL event governs its own delivery: the ordinary filtering
+		// reads it from the event.
+		dests = slices.DeleteFunc(slices.Clone(joined.servers), func(s string) bool { return s == e.ServerName })
+		persist = e.persistFor
 	}
 	batch := store.Batch{
 		Events:       []store.NewEvent{{Event: ev, Outcome: store.Accepted, StateBefore: before, Destinations: dests}},
 		CurrentState: &store.StateRef{AfterEvent: ev.EventID()},
 		HostLog:      []store.HostLogEntry{{Kind: store.HostEvent, RoomID: roomID, EventID: ev.EventID()}},
 	}
-	if err := e.persistFor(ctx, batch, lt); err != nil {
+	if err := persist(ctx, batch, lt); err != nil {
 		return err
 	}
 	e.acceptedLocal(ctx, h, roomID, ev, withEvent(h.current, ev))

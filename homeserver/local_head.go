@@ -2,6 +2,7 @@ package homeserver
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"slices"
 
@@ -19,21 +20,39 @@ type joinedCache struct {
 	state   rooms.StateMap
 	entries int
 	servers []string
+	// acl is the content of the server ACL in that state, nil for none.
+	acl map[string]any
 }
 
-// joinedServers returns the servers with a joined member in the room's
-// current state (h.current), from the head's cache when that state has
-// not changed since they were read. Call it with the room's lock held.
-func (e *Engine) joinedServers(ctx context.Context, h *roomHead, roomID string) ([]string, error) {
+// joinedServers returns what the head knows of the servers in the room
+// under its current state (h.current): read again only when that state
+// changed since they were last read. Call it with the room's lock held.
+func (e *Engine) joinedServers(ctx context.Context, h *roomHead, roomID string) (*joinedCache, error) {
 	if c := h.joined; c != nil && sameMap(c.state, h.current) && c.entries == len(h.current) {
-		return c.servers, nil
+		return c, nil
 	}
 	servers, err := e.Store.JoinedServers(ctx, roomID)
 	if err != nil {
 		return nil, err
 	}
-	h.joined = &joinedCache{state: h.current, entries: len(h.current), servers: servers}
-	return servers, nil
+	var acl map[string]any
+	if id, ok := h.current[rooms.StateTuple(aclTuple)]; ok {
+		se, err := e.storedEvent(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("server ACL event: %w", err)
+		}
+		acl = se.Event.Content()
+	}
+	c := &joinedCache{state: h.current, entries: len(h.current), servers: servers, acl: acl}
+	h.joined = c
+	return c, nil
+}
+
+// localDestinations returns the servers a local event sent under the
+// room's current state goes to: those with a joined member, not us,
+// admitted by the room's server ACL and DestinationAllowed.
+func (e *Engine) localDestinations(c *joinedCache) []string {
+	return e.allowedDestinations(c.servers, c.acl)
 }
 
 // acceptedLocal moves the head past a local event just committed. A

@@ -363,7 +363,10 @@ func (d *Delivery) run(name string, s *destSender) {
 		d.mu.Lock()
 		s.again = false
 		d.mu.Unlock()
-		st, err := d.Store.Destination(ctx, name)
+		// The queue is counted only as far as the decisions below need:
+		// short (under a transaction) or long (over the catch-up
+		// threshold).
+		st, err := d.Store.DestinationUpTo(ctx, name, max(cmp.Or(d.CatchUpThreshold, DefaultCatchUpThreshold), MaxTxnPDUs)+1)
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -565,14 +568,15 @@ func (d *Delivery) buildTxn(ctx context.Context, name string, s *destSender, st 
 	maxPDUs := MaxTxnPDUs
 	var trimmed int64
 	if catchUp {
+		// st.Pending is counted only up to past the threshold: trim to
+		// the window whatever the queue's length (nothing goes when it
+		// is shorter).
 		window := cmp.Or(d.CatchUpWindow, DefaultCatchUpWindow)
-		if st.Pending > window {
-			n, err := d.Store.TrimOutboundPDUs(ctx, name, window)
-			if err != nil {
-				return false, err
-			}
-			trimmed = n
+		n, err := d.Store.TrimOutboundPDUs(ctx, name, window)
+		if err != nil {
+			return false, err
 		}
+		trimmed = n
 		maxPDUs = window
 	}
 	d.mu.Lock()

@@ -232,9 +232,26 @@ func (db *DB) TrimOutboundPDUs(ctx context.Context, destination string, keep int
 // Destination returns the delivery state of a destination; one never
 // contacted has the zero state.
 func (db *DB) Destination(ctx context.Context, name string) (Destination, error) {
+	return db.destination(ctx, name, -1)
+}
+
+// DestinationUpTo is Destination with Pending counted up to limit only:
+// a sender needs to know whether its queue is short or long, and
+// counting a long queue in full would cost a scan of it per transaction.
+func (db *DB) DestinationUpTo(ctx context.Context, name string, limit int) (Destination, error) {
+	return db.destination(ctx, name, limit)
+}
+
+// destination reads a destination's state, counting its queue up to
+// limit, or in full when limit is negative.
+func (db *DB) destination(ctx context.Context, name string, limit int) (Destination, error) {
+	query, count, args := db.d.destination, db.d.pendingCount, []any{name}
+	if limit >= 0 {
+		query, count, args = db.d.destinationUpTo, db.d.pendingCountUpTo, []any{name, limit}
+	}
 	var out Destination
 	err := db.read(ctx, func(t *txn) error {
-		rows, err := t.query(db.d.destination, name)
+		rows, err := t.query(query, args...)
 		if err != nil {
 			return err
 		}
@@ -247,7 +264,7 @@ func (db *DB) Destination(ctx context.Context, name string) (Destination, error)
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		return t.queryRow(db.d.pendingCount, name).Scan(&out.Pending)
+		return t.queryRow(count, args...).Scan(&out.Pending)
 	})
 	if err != nil {
 		return Destination{}, fmt.Errorf("store: destination: %w", err)

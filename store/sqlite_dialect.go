@@ -65,6 +65,7 @@ type dialect struct {
 	peekPDUs, peekEDUs, beginTxn, deleteTxnItems, completeTxn string
 	recordFailure, trimPDUs, destination, allDestinations     string
 	pendingCount                                              string
+	destinationUpTo, pendingCountUpTo                         string
 
 	// host log
 	hostLogRows                                 insertShape
@@ -302,6 +303,11 @@ var sqliteDialect = &dialect{
 		d.txn_id, d.txn_body, d.txn_positions, (SELECT COUNT(*) FROM outbound o WHERE o.destination = d.destination)
 		FROM destinations d ORDER BY d.destination`,
 	pendingCount: `SELECT COUNT(*) FROM outbound WHERE destination = ?`,
+	destinationUpTo: `SELECT d.destination, d.backoff_until, d.failures, d.last_success_ts, d.last_failure_ts, d.last_error,
+		d.txn_id, d.txn_body, d.txn_positions,
+		(SELECT COUNT(*) FROM (SELECT 1 FROM outbound o WHERE o.destination = d.destination LIMIT ?2))
+		FROM destinations d WHERE d.destination = ?1`,
+	pendingCountUpTo: `SELECT COUNT(*) FROM (SELECT 1 FROM outbound WHERE destination = ?1 LIMIT ?2)`,
 
 	hostLogRows: insertShape{"host_log", []string{"kind", "room_id", "event_nid", "payload", "ts"}, "RETURNING pos"},
 	readHostLog: `SELECT h.pos, h.kind, h.room_id, e.event_id, COALESCE(e.json, h.payload), h.ts
