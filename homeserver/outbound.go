@@ -127,6 +127,9 @@ type destSender struct {
 	// than a transaction holds with no announcement since (a search for
 	// EDUs reads the destination's whole queue).
 	announced, eduChecked uint64
+	// attempting is the transaction being sent, recorded in the store or
+	// not (a first attempt is not), "" between attempts.
+	attempting string
 }
 
 // destStats counts what happened to a destination since Start.
@@ -143,7 +146,7 @@ type DestinationHealth struct {
 	Failures     int       // consecutive
 	BackoffUntil time.Time // zero: not backing off
 	Queued       int       // PDUs and EDUs waiting, those in flight included
-	InFlightTxn  string    // the transaction being retried, "" none
+	InFlightTxn  string    // the transaction being sent or retried, "" none
 	Active       bool      // a sender is running
 	// Since Start: transactions answered, PDUs the destination refused,
 	// catch-ups and queued events dropped by them.
@@ -277,7 +280,11 @@ func (d *Delivery) Health(ctx context.Context) ([]DestinationHealth, error) {
 		if d.reset[st.Name] {
 			h.BackoffUntil = time.Time{}
 		}
-		_, h.Active = d.senders[st.Name]
+		sender, active := d.senders[st.Name]
+		h.Active = active
+		if h.InFlightTxn == "" && active {
+			h.InFlightTxn = sender.attempting
+		}
 		if s := d.stats[st.Name]; s != nil {
 			h.TxnsSent, h.PDUErrors, h.CatchUps, h.Dropped = s.txns, s.pduErrors, s.catchUps, s.dropped
 		}
@@ -383,7 +390,13 @@ func (d *Delivery) run(name string, s *destSender) {
 		if d.takeReset(name, false) {
 			fails = 0
 		}
-		if st.TxnID == "" {
+		// A transaction is recorded in flight only once an attempt at it
+		// failed: most go at the first attempt, and recording them would
+		// be a database write per transaction for nothing. One forgotten
+		// by a crash during its first attempt is built again, from the
+		// same queue.
+		recorded := st.TxnID != ""
+		if !recorded {
 			if st.Pending > 0 && st.Pending < MaxTxnPDUs && !d.gather(ctx, s, st.Pending) {
 				break
 			}
@@ -418,7 +431,13 @@ func (d *Delivery) run(name string, s *destSender) {
 				}
 			}
 		}
+		d.mu.Lock()
+		s.attempting = st.TxnID
+		d.mu.Unlock()
 		results, err := d.Transport.SendTransactionBody(ctx, name, st.TxnID, st.TxnBody)
+		d.mu.Lock()
+		s.attempting = ""
+		d.mu.Unlock()
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -437,6 +456,16 @@ func (d *Delivery) run(name string, s *destSender) {
 				wait = max(wait, min(asked.RetryAfter(), cmp.Or(d.BackoffMax, DefaultBackoffMax)))
 			}
 			log.Warn().Err(err).Str("txn_id", st.TxnID).Int("failures", fails).Dur("backoff", wait).Msg("transaction not delivered")
+			if !recorded {
+				// From now on the same transaction is retried, across
+				// restarts too.
+				if err := d.Store.BeginTxn(ctx, name, st.TxnID, st.TxnBody, st.TxnPositions); err != nil {
+					if ctx.Err() != nil {
+						break
+					}
+					log.Error().Err(err).Str("txn_id", st.TxnID).Msg("transaction in flight not recorded; its items go again in a new one")
+				}
+			}
 			if err := d.Store.RecordFailure(ctx, name, d.now().Add(wait), err.Error()); err != nil {
 				if ctx.Err() != nil {
 					break
@@ -449,7 +478,11 @@ func (d *Delivery) run(name string, s *destSender) {
 			}
 			continue
 		}
-		if err := d.Store.CompleteTxn(ctx, name); err != nil {
+		complete := d.Store.CompleteTxn
+		if !recorded {
+			complete = func(ctx context.Context, name string) error { return d.Store.CompleteItems(ctx, name, st.TxnPositions) }
+		}
+		if err := complete(ctx, name); err != nil {
 			if ctx.Err() == nil {
 				log.Error().Err(err).Str("txn_id", st.TxnID).Msg("delivered transaction not recorded; it will be resent")
 			}
@@ -559,8 +592,8 @@ type txnBody struct {
 	EDUs           []json.RawMessage `json:"edus,omitempty"`
 }
 
-// buildTxn takes the next transaction from the queue of name and records
-// it in flight, filling st.TxnID and st.TxnBody; false when nothing is
+// buildTxn takes the next transaction from the queue of name, filling
+// st.TxnID, st.TxnBody and st.TxnPositions; false when nothing is
 // queued. During an outage with a long queue it catches up: only the
 // newest queued event of each room goes, the older ones leave the queue.
 func (d *Delivery) buildTxn(ctx context.Context, name string, s *destSender, st *store.Destination, outage bool) (bool, error) {
@@ -634,9 +667,6 @@ func (d *Delivery) buildTxn(ctx context.Context, name string, s *destSender, st 
 	// Queue positions are never reused, so the first one makes the ID
 	// unique; the time keeps it unique across a database started afresh.
 	txnID := fmt.Sprintf("%d.%d", now.UnixMilli(), slices.Min(positions))
-	if err := d.Store.BeginTxn(ctx, name, txnID, raw, positions); err != nil {
-		return false, err
-	}
 	st.TxnID, st.TxnBody, st.TxnPositions = txnID, raw, positions
 	return true, nil
 }

@@ -196,6 +196,28 @@ func (db *DB) CompleteTxn(ctx context.Context, destination string) error {
 	return nil
 }
 
+// CompleteItems records that the destination answered a transaction that
+// was never recorded in flight (its first attempt succeeded): the items
+// at positions leave the queue, failures reset, backoff ends. A relaxed
+// write, like CompleteTxn.
+func (db *DB) CompleteItems(ctx context.Context, destination string, positions []int64) error {
+	pos, err := json.Marshal(positions)
+	if err != nil {
+		return fmt.Errorf("store: complete items: %w", err)
+	}
+	err = db.writeRelaxed(ctx, func(t *txn) error {
+		if _, err := t.exec(db.d.deleteItems, destination, string(pos)); err != nil {
+			return err
+		}
+		_, err := t.exec(db.d.completeTxn, db.now(), destination)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: complete items: %w", err)
+	}
+	return nil
+}
+
 // RecordFailure records a failed attempt to reach a destination and the
 // time until which to back off. The transaction in flight stays.
 func (db *DB) RecordFailure(ctx context.Context, destination string, backoffUntil time.Time, reason string) error {

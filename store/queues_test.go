@@ -296,3 +296,53 @@ func TestConcurrentReadersDuringWrites(t *testing.T) {
 		t.Fatalf("members %d, %v", len(members), err)
 	}
 }
+
+// TestOutboundQueue_CompleteItemsAndCountUpTo: a transaction answered at
+// its first attempt, never recorded in flight, takes its items out of the
+// queue and resets the destination's failures; a sender's count of its
+// queue stops at the limit it asks for, Health's does not.
+func TestOutboundQueue_CompleteItemsAndCountUpTo(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	now := time.UnixMilli(7_000)
+	db := storetest.Open(t, store.Options{Now: func() time.Time { return now }})
+	r := newTestRoom(t, "items")
+	evs := r.genesis()
+	for range 6 {
+		evs = append(evs, r.message("m"))
+	}
+	b := linear(evs...)
+	for i := len(evs) - 6; i < len(evs); i++ {
+		b.Events[i].Destinations = []string{"b.test"}
+	}
+	persist(t, db, b)
+	if err := db.RecordFailure(ctx, "b.test", now.Add(time.Minute), "refused"); err != nil {
+		t.Fatal(err)
+	}
+	d, err := db.DestinationUpTo(ctx, "b.test", 4)
+	if err != nil || d.Pending != 4 || d.Failures != 1 {
+		t.Fatalf("counted up to 4: %+v, %v", d, err)
+	}
+	if d, err = db.Destination(ctx, "b.test"); err != nil || d.Pending != 6 {
+		t.Fatalf("counted in full: %+v, %v", d, err)
+	}
+	if d, err = db.DestinationUpTo(ctx, "never.test", 4); err != nil || d.Pending != 0 || d.Name != "never.test" {
+		t.Fatalf("unknown destination: %+v, %v", d, err)
+	}
+	pdus, _, err := db.PeekOutbound(ctx, "b.test", 2, 0)
+	if err != nil || len(pdus) != 2 {
+		t.Fatalf("peek %+v, %v", pdus, err)
+	}
+	now = now.Add(time.Hour)
+	if err := db.CompleteItems(ctx, "b.test", []int64{pdus[0].Pos, pdus[1].Pos}); err != nil {
+		t.Fatal(err)
+	}
+	d, err = db.Destination(ctx, "b.test")
+	if err != nil || d.Pending != 4 || d.Failures != 0 || d.BackoffUntil != 0 || d.LastSuccessTS != now.UnixMilli() || d.TxnID != "" {
+		t.Fatalf("after completing two items: %+v, %v", d, err)
+	}
+	rest, _, _ := db.PeekOutbound(ctx, "b.test", 50, 0)
+	if len(rest) != 4 || rest[0].EventID != evs[len(evs)-4].EventID() {
+		t.Fatalf("left in the queue: %+v", rest)
+	}
+}

@@ -65,7 +65,7 @@ type dialect struct {
 	peekPDUs, peekEDUs, beginTxn, deleteTxnItems, completeTxn string
 	recordFailure, trimPDUs, destination, allDestinations     string
 	pendingCount                                              string
-	destinationUpTo, pendingCountUpTo                         string
+	destinationUpTo, pendingCountUpTo, deleteItems            string
 
 	// host log
 	hostLogRows                                 insertShape
@@ -307,6 +307,7 @@ var sqliteDialect = &dialect{
 		d.txn_id, d.txn_body, d.txn_positions,
 		(SELECT COUNT(*) FROM (SELECT 1 FROM outbound o WHERE o.destination = d.destination LIMIT ?2))
 		FROM destinations d WHERE d.destination = ?1`,
+	deleteItems:      `DELETE FROM outbound WHERE destination = ?1 AND pos IN (SELECT value FROM json_each(?2))`,
 	pendingCountUpTo: `SELECT COUNT(*) FROM (SELECT 1 FROM outbound WHERE destination = ?1 LIMIT ?2)`,
 
 	hostLogRows: insertShape{"host_log", []string{"kind", "room_id", "event_nid", "payload", "ts"}, "RETURNING pos"},
