@@ -238,6 +238,18 @@ func BenchmarkDelivery_10kEvents10Servers(b *testing.B) {
 		b.ReportMetric(sent.Seconds(), "s-to-send")
 		b.ReportMetric(time.Since(start).Seconds(), "s-to-last-delivery")
 	}
+	b.ReportMetric(float64(w.transactions())/float64(servers*b.N), "txns/receiver")
+}
+
+// transactions counts the transactions the receivers were sent.
+func (w *deliveryWorld) transactions() int {
+	n := 0
+	for _, r := range w.receivers {
+		r.mu.Lock()
+		n += len(r.txnIDs)
+		r.mu.Unlock()
+	}
+	return n
 }
 
 // BenchmarkDelivery_10kQueued10Servers queues 10,000 events in a room with
