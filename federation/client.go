@@ -221,6 +221,11 @@ type Request struct {
 	// anything else is encoded with encoding/json. It is sent as canonical
 	// JSON, which is what the signature covers.
 	Body any
+	// CanonicalBody says Body ([]byte or json.RawMessage) is canonical
+	// JSON already: it is sent as it is and signed without being parsed
+	// and encoded again. The caller answers for it; a body that is not
+	// canonical gets a signature the destination refuses.
+	CanonicalBody bool
 	// Unauthenticated leaves out the X-Matrix header, for the key and
 	// version endpoints.
 	Unauthenticated bool
@@ -293,11 +298,15 @@ func (c *Client) do(ctx context.Context, r Request) ([]byte, error) {
 				return nil, fmt.Errorf("request %s %s: encode body: %w", r.Method, r.Path, err)
 			}
 		}
-		if content, err = rooms.ParseJSON(raw); err != nil {
-			return nil, fmt.Errorf("request %s %s: body: %w", r.Method, r.Path, err)
-		}
-		if bodyBytes, err = rooms.EncodeCanonical(content); err != nil {
-			return nil, fmt.Errorf("request %s %s: body: %w", r.Method, r.Path, err)
+		if ok && r.CanonicalBody {
+			bodyBytes = raw
+		} else {
+			if content, err = rooms.ParseJSON(raw); err != nil {
+				return nil, fmt.Errorf("request %s %s: body: %w", r.Method, r.Path, err)
+			}
+			if bodyBytes, err = rooms.EncodeCanonical(content); err != nil {
+				return nil, fmt.Errorf("request %s %s: body: %w", r.Method, r.Path, err)
+			}
 		}
 	}
 
@@ -316,7 +325,12 @@ func (c *Client) do(ctx context.Context, r Request) ([]byte, error) {
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "Ferry")
 	if !r.Unauthenticated {
-		x, err := SignRequest(c.signer, r.Destination, r.Method, uri, content)
+		var x XMatrix
+		if content == nil && bodyBytes != nil {
+			x, err = SignRequestCanonical(c.signer, r.Destination, r.Method, uri, bodyBytes)
+		} else {
+			x, err = SignRequest(c.signer, r.Destination, r.Method, uri, content)
+		}
 		if err != nil {
 			return nil, err
 		}

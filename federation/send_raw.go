@@ -11,8 +11,8 @@ import (
 
 // SendTransactionBody sends one transaction to destination (PUT /send)
 // with the body exactly as the caller built it ({"origin",
-// "origin_server_ts", "pdus", "edus"}), so that a retry carries the same
-// transaction ID and contents. It returns the per-PDU errors of the
+// "origin_server_ts", "pdus", "edus"}, as canonical JSON, which is signed
+// as it is), so that a retry carries the same transaction ID and contents. It returns the per-PDU errors of the
 // answer: every event ID it lists, with "" for accepted events. It is the
 // outbound delivery's transport.
 func (c *Client) SendTransactionBody(ctx context.Context, destination, txnID string, body []byte) (map[string]string, error) {
@@ -21,7 +21,7 @@ func (c *Client) SendTransactionBody(ctx context.Context, destination, txnID str
 	}
 	raw, err := c.Do(ctx, Request{
 		Method: http.MethodPut, Destination: destination,
-		Path: "/_matrix/federation/v1/send/" + url.PathEscape(txnID), Body: json.RawMessage(body),
+		Path: "/_matrix/federation/v1/send/" + url.PathEscape(txnID), Body: json.RawMessage(body), CanonicalBody: true,
 	})
 	if err != nil {
 		return nil, err

@@ -223,6 +223,30 @@ func SignRequest(key rooms.SigningKey, destination, method, uri string, content 
 	return XMatrix{Origin: key.ServerName, Destination: destination, KeyID: key.KeyID, Signature: sig}, nil
 }
 
+// SignRequestCanonical is SignRequest for a body given as canonical JSON
+// bytes: the signed object is written around them (its keys in canonical
+// order: content, destination, method, origin, uri) instead of parsing
+// and encoding the body again.
+func SignRequestCanonical(key rooms.SigningKey, destination, method, uri string, canonicalContent []byte) (XMatrix, error) {
+	msg := make([]byte, 0, len(canonicalContent)+len(destination)+len(uri)+len(key.ServerName)+64)
+	msg = append(msg, `{"content":`...)
+	msg = append(msg, canonicalContent...)
+	for _, f := range [...]struct{ name, value string }{
+		{"destination", destination}, {"method", method}, {"origin", key.ServerName}, {"uri", uri},
+	} {
+		msg = append(msg, ',', '"')
+		msg = append(msg, f.name...)
+		msg = append(msg, '"', ':')
+		var err error
+		if msg, err = rooms.AppendCanonical(msg, f.value); err != nil {
+			return XMatrix{}, fmt.Errorf("sign request %s %s: %s: %w", method, uri, f.name, err)
+		}
+	}
+	msg = append(msg, '}')
+	sig := rooms.EncodeBase64(ed25519.Sign(key.Private, msg))
+	return XMatrix{Origin: key.ServerName, Destination: destination, KeyID: key.KeyID, Signature: sig}, nil
+}
+
 // VerifyRequest checks x's signature over the request with pub, the
 // origin's key x.KeyID. destination is the name the signature must cover:
 // x.Destination when the sender gave one, else our own server name. Errors

@@ -17,7 +17,8 @@ import (
 )
 
 // Transport sends one transaction to another server: PUT /send/{txnID}
-// with body exactly as given, returning the per-PDU errors of the answer
+// with body exactly as given (canonical JSON, which is sent and signed as
+// it is), returning the per-PDU errors of the answer
 // (event ID to error, "" for accepted events). *federation.Client
 // satisfies it. An error with a RetryAfter() time.Duration method (a 429
 // answer) makes the sender wait at least that long.
@@ -103,6 +104,9 @@ type Delivery struct {
 	// in all (DefaultMaxLinger when zero).
 	Linger    time.Duration
 	MaxLinger time.Duration
+
+	// canon keeps the canonical JSON of PDUs recently sent.
+	canon canonicalPDUs
 
 	mu      sync.Mutex
 	ctx     context.Context
@@ -396,6 +400,15 @@ func (d *Delivery) run(name string, s *destSender) {
 		// by a crash during its first attempt is built again, from the
 		// same queue.
 		recorded := st.TxnID != ""
+		if recorded {
+			// Sent as canonical JSON, as transactions are built; one
+			// recorded by an older version may not be.
+			if b, err := canonicalJSON(st.TxnBody); err == nil {
+				st.TxnBody = b
+			} else {
+				log.Error().Err(err).Str("txn_id", st.TxnID).Msg("recorded transaction is not JSON; sent as it is")
+			}
+		}
 		if !recorded {
 			if st.Pending > 0 && st.Pending < MaxTxnPDUs && !d.gather(ctx, s, st.Pending) {
 				break
@@ -584,14 +597,6 @@ func (d *Delivery) wait(ctx context.Context, s *destSender, name string, wait ti
 	}
 }
 
-// txnBody is an outbound transaction.
-type txnBody struct {
-	Origin         string            `json:"origin"`
-	OriginServerTS int64             `json:"origin_server_ts"`
-	PDUs           []json.RawMessage `json:"pdus"`
-	EDUs           []json.RawMessage `json:"edus,omitempty"`
-}
-
 // buildTxn takes the next transaction from the queue of name, filling
 // st.TxnID, st.TxnBody and st.TxnPositions; false when nothing is
 // queued. During an outage with a long queue it catches up: only the
@@ -635,32 +640,40 @@ func (d *Delivery) buildTxn(ctx context.Context, name string, s *destSender, st 
 		return false, nil
 	}
 	var positions []int64
-	var body txnBody
+	send := pdus
 	if catchUp {
 		var dropped int64
-		positions, body.PDUs, dropped = newestPerRoom(pdus)
+		positions, send, dropped = newestPerRoom(pdus)
 		d.mu.Lock()
 		ds := d.statsOf(name)
 		ds.catchUps++
 		ds.dropped += dropped + trimmed
 		d.mu.Unlock()
-		d.Logger.Info().Str("destination", name).Int("sent", len(body.PDUs)).Int64("dropped", dropped+trimmed).Msg("catching up: sending the newest event of each room")
+		d.Logger.Info().Str("destination", name).Int("sent", len(send)).Int64("dropped", dropped+trimmed).Msg("catching up: sending the newest event of each room")
 	} else {
 		for _, p := range pdus {
 			positions = append(positions, p.Pos)
-			body.PDUs = append(body.PDUs, p.JSON)
 		}
 	}
+	canonPDUs := make([]json.RawMessage, 0, len(send))
+	for _, p := range send {
+		b, err := d.canon.get(p.EventID, p.JSON)
+		if err != nil {
+			return false, fmt.Errorf("encode transaction: %w", err)
+		}
+		canonPDUs = append(canonPDUs, b)
+	}
+	canonEDUs := make([]json.RawMessage, 0, len(edus))
 	for _, e := range edus {
 		positions = append(positions, e.Pos)
-		body.EDUs = append(body.EDUs, e.JSON)
-	}
-	if body.PDUs == nil {
-		body.PDUs = []json.RawMessage{}
+		b, err := canonicalJSON(e.JSON)
+		if err != nil {
+			return false, fmt.Errorf("encode transaction: EDU: %w", err)
+		}
+		canonEDUs = append(canonEDUs, b)
 	}
 	now := d.now()
-	body.Origin, body.OriginServerTS = d.ServerName, now.UnixMilli()
-	raw, err := json.Marshal(body)
+	raw, err := transactionBody(d.ServerName, now.UnixMilli(), canonPDUs, canonEDUs)
 	if err != nil {
 		return false, fmt.Errorf("encode transaction: %w", err)
 	}
@@ -675,7 +688,7 @@ func (d *Delivery) buildTxn(ctx context.Context, name string, s *destSender, st 
 // room, for at most MaxTxnPDUs rooms (those with the newest events). It
 // returns the positions the transaction settles (every queued PDU of the
 // chosen rooms), the PDUs to send and how many are dropped.
-func newestPerRoom(pdus []store.OutboundPDU) ([]int64, []json.RawMessage, int64) {
+func newestPerRoom(pdus []store.OutboundPDU) ([]int64, []store.OutboundPDU, int64) {
 	type room struct {
 		newest    store.OutboundPDU
 		positions []int64
@@ -703,10 +716,10 @@ func newestPerRoom(pdus []store.OutboundPDU) ([]int64, []json.RawMessage, int64)
 		order = order[:MaxTxnPDUs]
 	}
 	var positions []int64
-	var out []json.RawMessage
+	var out []store.OutboundPDU
 	for _, r := range order {
 		positions = append(positions, r.positions...)
-		out = append(out, r.newest.JSON)
+		out = append(out, r.newest)
 	}
 	return positions, out, int64(len(positions) - len(out))
 }
