@@ -105,6 +105,7 @@ type DB struct {
 
 	hostLog hostLogNotifier
 	roots   rootCache
+	nids    nidCache
 }
 
 // ParseURL turns config's database.url into a file path: "sqlite:///abs",

@@ -51,8 +51,10 @@ func (db *DB) newWtx(t *txn) *wtx {
 	}
 }
 
-// committed publishes the transaction's new state-key numbers.
+// committed publishes the transaction's new state-key numbers and the
+// event numbers it used.
 func (w *wtx) committed() {
+	w.db.nids.publish(w.eventNIDs)
 	if len(w.newKeys) == 0 {
 		return
 	}
@@ -91,6 +93,10 @@ func (w *wtx) stateKeyNID(k StateKey) (int64, error) {
 // the room when the event is not held yet.
 func (w *wtx) eventNID(id string) (int64, error) {
 	if nid, ok := w.eventNIDs[id]; ok {
+		return nid, nil
+	}
+	if nid, ok := w.db.nids.get(id); ok {
+		w.eventNIDs[id] = nid
 		return nid, nil
 	}
 	var nid int64
@@ -228,6 +234,21 @@ func (w *wtx) loadKnown(b Batch) error {
 	}
 	if len(ids) == 0 {
 		return nil
+	}
+	if len(ids) == 1 {
+		// A local event or a lone PDU: one index lookup, or none when the
+		// number is cached (the row exists).
+		if _, ok := w.db.nids.get(ids[0]); ok {
+			w.known[ids[0]] = true
+			return nil
+		}
+		var nid int64
+		err := w.t.queryRow(w.db.d.lookupEventNID, ids[0]).Scan(&nid)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		w.known[ids[0]] = err == nil
+		return err
 	}
 	rows, err := w.t.query(w.db.d.existingEventIDs, idsJSON(ids))
 	if err != nil {
