@@ -1,0 +1,36 @@
+package store
+
+import (
+	"fmt"
+	"testing"
+)
+
+// TestNIDCache: published numbers are found; the cache starts again
+// empty rather than grow past its bound, and a set larger than the bound
+// is not kept at all.
+func TestNIDCache(t *testing.T) {
+	var c nidCache
+	if _, ok := c.get("$a"); ok {
+		t.Fatal("an empty cache found an event")
+	}
+	c.publish(map[string]int64{"$a": 1, "$b": 2})
+	if nid, ok := c.get("$b"); !ok || nid != 2 {
+		t.Fatalf("get $b = %d, %v", nid, ok)
+	}
+	many := make(map[string]int64, nidCacheSize)
+	for i := range nidCacheSize - 1 {
+		many[fmt.Sprintf("$m%d", i)] = int64(i + 10)
+	}
+	c.publish(many)
+	if _, ok := c.get("$a"); ok {
+		t.Fatal("the cache grew past its bound instead of starting again")
+	}
+	if nid, ok := c.get("$m5"); !ok || nid != 15 {
+		t.Fatalf("get $m5 = %d, %v", nid, ok)
+	}
+	many["$extra1"], many["$extra2"] = 1, 2
+	c.publish(many)
+	if len(c.ids) != 0 {
+		t.Fatalf("a set over the bound left %d entries", len(c.ids))
+	}
+}
