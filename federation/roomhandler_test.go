@@ -40,7 +40,7 @@ type roomNode struct {
 func newRoomNode(t testing.TB, pki *testPKI, name string, seed byte) *roomNode {
 	t.Helper()
 	own := testKeys(t, seed)
-	log := zerolog.New(zerolog.NewTestWriter(t)).With().Str("node", name).Logger()
+	log := testLogger(t).With().Str("node", name).Logger()
 	res := newFakeResolver()
 	client, err := NewClient(ClientConfig{ServerName: name, Keys: own, Resolver: res, RootCAs: pki.pool, AllowPrivateAddresses: true, Logger: log})
 	if err != nil {
@@ -90,7 +90,7 @@ func startFerry(t testing.TB, pki *testPKI, name string) *ferryNode {
 	db := storetest.Open(t)
 	eng := &homeserver.Engine{
 		ServerName: name, Signer: n.signer, Store: db, Keys: n.ring, Remote: n.client,
-		Logger: zerolog.New(zerolog.NewTestWriter(t)).With().Str("node", name).Str("part", "engine").Logger(),
+		Logger: testLogger(t).With().Str("node", name).Str("part", "engine").Logger(),
 	}
 	n.start(t, pki, eng)
 	return &ferryNode{roomNode: n, db: db, engine: eng}
@@ -398,4 +398,15 @@ func containsAll(have []string, want ...string) bool {
 		}
 	}
 	return true
+}
+
+// testLogger logs into the test's output; benchmarks log at the info
+// level, as a server does by default, so that debug lines formatted for
+// every event do not weigh on what they measure.
+func testLogger(t testing.TB) zerolog.Logger {
+	log := zerolog.New(zerolog.NewTestWriter(t))
+	if _, ok := t.(*testing.B); ok {
+		log = log.Level(zerolog.InfoLevel)
+	}
+	return log
 }

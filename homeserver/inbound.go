@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ferry-matrix/ferry/rooms"
 	"github.com/ferry-matrix/ferry/store"
@@ -129,6 +130,7 @@ func (e *Engine) receiveRoom(ctx context.Context, origin, roomID string, raws []
 	}
 	slices.SortStableFunc(evs, func(a, b *rooms.Event) int { return cmp.Compare(a.Depth(), b.Depth()) })
 	pre := e.precheck(ctx, evs)
+	defer pre.wait()
 	e.beginStaging(h)
 	pre.stage = h.stage
 	failed := func(err error) {
@@ -190,21 +192,48 @@ func parseAnyVersion(raw []byte, roomID string) *rooms.Event {
 }
 
 // prechecked is what receiveRoom learns about a transaction's PDUs before
-// judging them one by one under the room's lock: the verdicts of their
-// signatures, verified on every CPU (ed25519 is most of a PDU's cost and
-// needs no room state), and which of them the store did not hold, asked
-// in one query instead of one per PDU.
+// judging them one by one under the room's lock: which of them the store
+// did not hold, asked in one query instead of one per PDU, and the
+// verdicts of their signatures, verified on every CPU (ed25519 is most of
+// a PDU's cost and needs no room state) in the order they are judged, so
+// that judging the first ones overlaps verifying the rest.
 type prechecked struct {
-	signatures map[string]error
+	signatures map[string]*signatureCheck
 	notHeld    map[string]bool
 	// stage is the staging area notHeld is true for: once it is flushed
 	// (a new one replaces it), staged events are in the store, no longer
 	// pinned, and notHeld says nothing about them.
 	stage *staged
+	// verifiers ends when every signature check is done.
+	verifiers sync.WaitGroup
 }
 
+// signatureCheck is the verification of one PDU's signatures, running or
+// done.
+type signatureCheck struct {
+	done chan struct{}
+	err  error
+}
+
+// signature waits for the verdict on the signatures of event id; false
+// when precheck did not verify them.
+func (p *prechecked) signature(id string) (error, bool) {
+	c, ok := p.signatures[id]
+	if !ok {
+		return nil, false
+	}
+	<-c.done
+	return c.err, true
+}
+
+// wait returns once every background verification has ended.
+func (p *prechecked) wait() { p.verifiers.Wait() }
+
+// precheck finds which of evs the store does not hold and starts verifying
+// their signatures in the background, in the order of evs; call wait
+// before dropping the result.
 func (e *Engine) precheck(ctx context.Context, evs []*rooms.Event) *prechecked {
-	pre := &prechecked{signatures: make(map[string]error, len(evs)), notHeld: make(map[string]bool, len(evs))}
+	pre := &prechecked{signatures: make(map[string]*signatureCheck, len(evs)), notHeld: make(map[string]bool, len(evs))}
 	if len(evs) == 0 {
 		return pre
 	}
@@ -221,30 +250,28 @@ func (e *Engine) precheck(ctx context.Context, evs []*rooms.Event) *prechecked {
 	if e.Keys == nil {
 		return pre
 	}
-	lookup := e.Keys.KeyLookup(ctx)
-	results := make([]error, len(evs))
-	next := make(chan int)
-	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), len(evs)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				if pre.notHeld[evs[i].EventID()] {
-					results[i] = rooms.VerifyEventSignatures(evs[i], lookup)
-				}
-			}
-		}()
-	}
-	for i := range evs {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	for i, ev := range evs {
-		if pre.notHeld[ev.EventID()] {
-			pre.signatures[ev.EventID()] = results[i]
+	var queue []*rooms.Event
+	var checks []*signatureCheck
+	for _, ev := range evs {
+		if pre.notHeld[ev.EventID()] && pre.signatures[ev.EventID()] == nil {
+			c := &signatureCheck{done: make(chan struct{})}
+			pre.signatures[ev.EventID()] = c
+			queue, checks = append(queue, ev), append(checks, c)
 		}
+	}
+	lookup := e.Keys.KeyLookup(ctx)
+	var next atomic.Int64
+	for range min(runtime.GOMAXPROCS(0), len(queue)) {
+		pre.verifiers.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(queue) {
+					return
+				}
+				checks[i].err = rooms.VerifyEventSignatures(queue[i], lookup)
+				close(checks[i].done)
+			}
+		})
 	}
 	return pre
 }
@@ -271,7 +298,7 @@ func (e *Engine) receiveOne(ctx context.Context, origin string, h *roomHead, ev 
 	}
 	sigErr, checked := error(nil), false
 	if pre != nil {
-		sigErr, checked = pre.signatures[ev.EventID()]
+		sigErr, checked = pre.signature(ev.EventID())
 	}
 	if !checked {
 		sigErr = rooms.VerifyEventSignatures(ev, e.Keys.KeyLookup(ctx))

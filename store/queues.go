@@ -27,9 +27,12 @@ func (db *DB) TxnResponse(ctx context.Context, origin, txnID string) ([]byte, er
 }
 
 // StoreTxnResponse records the response to an inbound transaction, so a
-// retry of it is answered the same without processing it again.
+// retry of it is answered the same without processing it again. It is a
+// relaxed write (see writeRelaxed): the events the transaction brought
+// were committed durably before it; should a power cut lose the answer, a
+// retry is processed again and answered the same from the events held.
 func (db *DB) StoreTxnResponse(ctx context.Context, origin, txnID string, response []byte) error {
-	err := db.write(ctx, func(t *txn) error {
+	err := db.writeRelaxed(ctx, func(t *txn) error {
 		_, err := t.exec(db.d.putTxnResponse, origin, txnID, response, db.now())
 		return err
 	})
