@@ -22,6 +22,11 @@ type roomHead struct {
 	stage *staged
 	// joined caches the servers in the room under current (local_head.go).
 	joined *joinedCache
+	// after holds the states after recently accepted events
+	// (ingest_states.go).
+	after recentStates
+	// resolved remembers resolutions by their inputs (ingest_states.go).
+	resolved resolutionMemo
 }
 
 // head returns the head of a room we are in, loading it on first use, or

@@ -436,6 +436,7 @@ func (e *Engine) judge(ctx context.Context, origin string, h *roomHead, ev *room
 	if err := e.commitAccepted(ctx, h, ev, batch, newCurrent, beforeEvs); err != nil {
 		return err
 	}
+	h.after.put(ev.EventID(), withEvent(before, ev))
 	e.Logger.Debug().Str(fieldOrigin, origin).Str(fieldEventID, ev.EventID()).Msg("event accepted")
 	return nil
 }
@@ -581,6 +582,18 @@ func (e *Engine) stateBefore(ctx context.Context, h *roomHead, ev *rooms.Event, 
 		// which the state is the current state.
 		return h.current, &store.StateRef{AfterEvent: prevs[0]}, nil
 	}
+	known, inMemory := h.statesAfter(prevs)
+	if inMemory && len(known) > 0 {
+		// Prev events whose states are known in memory: those of a fork
+		// that agree need nothing resolved, nor anything read back; those
+		// that differ were most likely resolved already.
+		if allSameState(known) {
+			return known[0], &store.StateRef{AfterEvent: prevs[0]}, nil
+		}
+		if m, ok := h.resolved.get(known); ok {
+			return m.resolved, &store.StateRef{AfterEvent: prevs[0], Changes: m.delta}, nil
+		}
+	}
 	if err := e.flushIfStaged(ctx, h, ev.RoomID()); err != nil {
 		return nil, nil, err
 	}
@@ -610,16 +623,9 @@ func (e *Engine) stateBefore(ctx context.Context, h *roomHead, ev *rooms.Event, 
 	if err != nil {
 		return nil, nil, fmt.Errorf("state resolution before %s: %w", ev.EventID(), err)
 	}
-	delta := store.StateMap{}
-	for k, id := range resolved {
-		if states[0][k] != id {
-			delta[store.StateKey(k)] = id
-		}
-	}
-	for k := range states[0] {
-		if _, ok := resolved[k]; !ok {
-			delta[store.StateKey(k)] = ""
-		}
+	delta := deltaFrom(states[0], resolved)
+	if inMemory && len(known) == len(prevs) {
+		h.resolved.put(memoEntry{inputs: known, resolved: resolved, delta: delta})
 	}
 	return resolved, &store.StateRef{AfterEvent: first, Changes: delta}, nil
 }
@@ -634,14 +640,19 @@ func (e *Engine) stateBefore(ctx context.Context, h *roomHead, ev *rooms.Event, 
 func (e *Engine) stateForSoftFail(ctx context.Context, h *roomHead, ev *rooms.Event, before rooms.StateMap) (map[rooms.StateTuple]*rooms.Event, error) {
 	prevs := slices.Clone(ev.PrevEvents())
 	slices.Sort(prevs)
-	if slices.Equal(slices.Compact(prevs), h.extremities) {
+	if slices.Equal(slices.Compact(prevs), h.extremities) || sameState(h.current, before) {
 		return e.loadState(ctx, h.current, authKeys(ev))
 	}
+	inputs := []rooms.StateMap{h.current, before}
+	if m, ok := h.resolved.get(inputs); ok {
+		return e.loadState(ctx, m.resolved, authKeys(ev))
+	}
 	src := &eventSource{ctx: ctx, e: e}
-	resolved, err := e.resolveState(h.v, []rooms.StateMap{h.current, before}, src, e.chainCache(ev.RoomID()))
+	resolved, err := e.resolveState(h.v, inputs, src, e.chainCache(ev.RoomID()))
 	if err != nil {
 		return nil, fmt.Errorf("soft-fail state resolution: %w", err)
 	}
+	h.resolved.put(memoEntry{inputs: inputs, resolved: resolved, delta: deltaFrom(inputs[0], resolved)})
 	return e.loadState(ctx, resolved, authKeys(ev))
 }
 
@@ -659,6 +670,18 @@ func (e *Engine) currentAfter(ctx context.Context, h *roomHead, ev *rooms.Event,
 	if len(others) == 0 {
 		return &store.StateRef{AfterEvent: ev.EventID()}, after, nil
 	}
+	known, inMemory := h.statesAfter(others)
+	inputs := append([]rooms.StateMap{after}, known...)
+	if inMemory {
+		if allSameState(inputs) {
+			// The other extremities are at the same state: it stays
+			// current.
+			return &store.StateRef{AfterEvent: ev.EventID()}, after, nil
+		}
+		if m, ok := h.resolved.get(inputs); ok {
+			return &store.StateRef{AfterEvent: ev.EventID(), Changes: m.delta}, m.resolved, nil
+		}
+	}
 	if err := e.flushIfStaged(ctx, h, ev.RoomID()); err != nil {
 		return nil, nil, err
 	}
@@ -675,16 +698,9 @@ func (e *Engine) currentAfter(ctx context.Context, h *roomHead, ev *rooms.Event,
 	if err != nil {
 		return nil, nil, fmt.Errorf("current state resolution: %w", err)
 	}
-	delta := store.StateMap{}
-	for k, id := range resolved {
-		if after[k] != id {
-			delta[store.StateKey(k)] = id
-		}
-	}
-	for k := range after {
-		if _, ok := resolved[k]; !ok {
-			delta[store.StateKey(k)] = ""
-		}
+	delta := deltaFrom(after, resolved)
+	if inMemory {
+		h.resolved.put(memoEntry{inputs: inputs, resolved: resolved, delta: delta})
 	}
 	return &store.StateRef{AfterEvent: ev.EventID(), Changes: delta}, resolved, nil
 }

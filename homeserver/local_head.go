@@ -68,6 +68,7 @@ func (e *Engine) acceptedLocal(ctx context.Context, h *roomHead, roomID string, 
 	}
 	h.extremities = []string{ev.EventID()}
 	h.current = newCurrent
+	h.after.put(ev.EventID(), newCurrent)
 }
 
 // sameMap reports whether a and b are the same map (not equal contents).
