@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"runtime"
 	"slices"
 	"strings"
@@ -69,11 +70,34 @@ func (e *Engine) ReceivePDUs(ctx context.Context, origin string, pdus [][]byte) 
 		}
 		g.raws = append(g.raws, raw)
 	}
-	for _, g := range order {
-		e.receiveRoom(ctx, origin, g.roomID, g.raws, results)
+	if len(order) == 1 {
+		e.receiveRoom(ctx, origin, order[0].roomID, order[0].raws, results)
+		return results
 	}
+	// Rooms are independent: judged at once, their writes share commits
+	// (the store groups concurrent writes), which is most of what a room's
+	// share of a transaction costs.
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, maxParallelRooms)
+	for _, g := range order {
+		wg.Go(func() {
+			slots <- struct{}{}
+			defer func() { <-slots }()
+			own := make(map[string]error, len(g.raws))
+			e.receiveRoom(ctx, origin, g.roomID, g.raws, own)
+			mu.Lock()
+			maps.Copy(results, own)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
 	return results
 }
+
+// maxParallelRooms bounds the rooms of one transaction judged at once:
+// enough to fill the CPUs while others wait for their commit.
+const maxParallelRooms = 16
 
 // pduRoomID reads room_id from a PDU without checking anything else; ""
 // when there is none.
@@ -458,6 +482,12 @@ func (e *Engine) persistFor(ctx context.Context, b store.Batch, lt *store.LocalT
 // persistFiltered is persistFor for a batch whose destinations already
 // went through the room's server ACL and DestinationAllowed.
 func (e *Engine) persistFiltered(ctx context.Context, b store.Batch, lt *store.LocalTxn) error {
+	_, err := e.persistResult(ctx, b, lt)
+	return err
+}
+
+// persistResult is persistFiltered returning what the store reports.
+func (e *Engine) persistResult(ctx context.Context, b store.Batch, lt *store.LocalTxn) (store.PersistResult, error) {
 	ids := make([]string, 0, len(b.Events))
 	for _, ne := range b.Events {
 		ids = append(ids, ne.Event.EventID())
@@ -471,7 +501,7 @@ func (e *Engine) persistFiltered(ctx context.Context, b store.Batch, lt *store.L
 		res, err = e.Store.PersistEvents(ctx, b)
 	}
 	if err != nil {
-		return err
+		return res, err
 	}
 	e.queuedIn(b)
 	stored := make(map[string]bool, len(res.Stored))
@@ -488,7 +518,7 @@ func (e *Engine) persistFiltered(ctx context.Context, b store.Batch, lt *store.L
 		}
 	}
 	e.redactArrived(ctx, res.Stored)
-	return nil
+	return res, nil
 }
 
 // rejectedReason is the reason the store records for a rejected event.

@@ -71,7 +71,11 @@ func (e *Engine) flush(ctx context.Context, h *roomHead, roomID string) ([]strin
 	}
 	s := h.stage
 	h.stage = &staged{}
-	err := e.persist(ctx, s.batch)
+	var res store.PersistResult
+	err := e.filterDestinations(ctx, &s.batch)
+	if err == nil {
+		res, err = e.persistResult(ctx, s.batch, nil)
+	}
 	e.cacheMu.Lock()
 	for _, id := range s.ids {
 		delete(e.pinned, id)
@@ -82,7 +86,12 @@ func (e *Engine) flush(ctx context.Context, h *roomHead, roomID string) ([]strin
 		e.dropHead(roomID)
 		return s.ids, &flushError{ids: s.ids, err: err}
 	}
-	if s.batch.CurrentState != nil {
+	switch {
+	case res.Extremities != nil:
+		// As the store decided them (an event that a held event already
+		// follows does not become one), without reading them back.
+		h.extremities = res.Extremities
+	case s.batch.CurrentState != nil:
 		e.accepted(ctx, h, roomID, h.current)
 	}
 	for _, r := range s.redactions {

@@ -106,6 +106,7 @@ type DB struct {
 	hostLog hostLogNotifier
 	roots   rootCache
 	nids    nidCache
+	group   groupCommit
 }
 
 // ParseURL turns config's database.url into a file path: "sqlite:///abs",

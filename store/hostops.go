@@ -126,18 +126,17 @@ func (db *DB) PersistEventsForTxn(ctx context.Context, b Batch, lt LocalTxn) (Pe
 		return res, fmt.Errorf("store: persist events for txn: %d events, want 1", len(b.Events))
 	}
 	ev := b.Events[0].Event
-	var w *wtx
-	err := db.write(ctx, func(t *txn) error {
+	w, err := db.writeGrouped(ctx, func(t *txn) (*wtx, error) {
 		res = PersistResult{}
 		r, err := t.exec(db.hq().insertLocalTxn, lt.Sender, lt.TxnID, ev.EventID(), ev.RoomID(), db.now())
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if n, err := r.RowsAffected(); err != nil || n == 0 {
-			return fmt.Errorf("local txn %s/%s: %w", lt.Sender, lt.TxnID, ErrConflict)
+			return nil, fmt.Errorf("local txn %s/%s: %w", lt.Sender, lt.TxnID, ErrConflict)
 		}
-		w = db.newWtx(t)
-		return w.persist(b, &res)
+		w := db.newWtx(t)
+		return w, w.persist(b, &res)
 	})
 	if err != nil {
 		return PersistResult{}, fmt.Errorf("store: persist events for txn: %w", err)

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/ferry-matrix/ferry/rooms"
 )
@@ -130,11 +131,10 @@ func (db *DB) PersistEvents(ctx context.Context, b Batch) (PersistResult, error)
 	if len(b.Events) == 0 && b.CurrentState == nil && len(b.HostLog) == 0 {
 		return res, nil
 	}
-	var w *wtx
-	err := db.write(ctx, func(t *txn) error {
+	w, err := db.writeGrouped(ctx, func(t *txn) (*wtx, error) {
 		res = PersistResult{}
-		w = db.newWtx(t)
-		return w.persist(b, &res)
+		w := db.newWtx(t)
+		return w, w.persist(b, &res)
 	})
 	if err != nil {
 		return PersistResult{}, fmt.Errorf("store: persist events: %w", err)
@@ -202,6 +202,7 @@ func (w *wtx) persist(b Batch, res *PersistResult) error {
 	if err := w.writeExtremities(); err != nil {
 		return err
 	}
+	res.Extremities = w.extremityIDs()
 	if b.CurrentState != nil {
 		if w.roomNID == 0 {
 			return errors.New("current state given without events")
@@ -514,11 +515,13 @@ func (w *wtx) updateExtremities(nid int64, prevs []int64, fresh bool) error {
 		}
 		for rows.Next() {
 			var e int64
-			if err := rows.Scan(&e); err != nil {
+			var id string
+			if err := rows.Scan(&e, &id); err != nil {
 				rows.Close()
 				return err
 			}
 			w.ext[e], w.extAtStart[e] = true, true
+			w.eventNIDs[id] = e
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
@@ -550,6 +553,26 @@ func (w *wtx) updateExtremities(nid int64, prevs []int64, fresh bool) error {
 }
 
 // writeExtremities stores the changes made to the forward extremities.
+// extremityIDs returns the room's forward extremities as the transaction
+// leaves them, sorted; nil when it did not look at them (no accepted
+// event).
+func (w *wtx) extremityIDs() []string {
+	if w.ext == nil {
+		return nil
+	}
+	ids := make([]string, 0, len(w.ext))
+	for id, nid := range w.eventNIDs {
+		if w.ext[nid] {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) != len(w.ext) {
+		return nil // a number without its ID here: the caller reads them
+	}
+	slices.Sort(ids)
+	return ids
+}
+
 func (w *wtx) writeExtremities() error {
 	for e := range w.extAtStart {
 		if !w.ext[e] {

@@ -202,7 +202,7 @@ var sqliteDialect = &dialect{
 		WHERE p.prev_nid = ? AND c.json IS NOT NULL AND c.outlier = 0
 			AND c.rejected_reason IS NULL AND c.soft_failed = 0`,
 	deleteExtremity: `DELETE FROM forward_extremities WHERE room_nid = ? AND event_nid = ?`,
-	extremityNIDs:   `SELECT event_nid FROM forward_extremities WHERE room_nid = ?`,
+	extremityNIDs:   `SELECT f.event_nid, e.event_id FROM forward_extremities f JOIN events e ON e.event_nid = f.event_nid WHERE f.room_nid = ?`,
 	maxEventNID:     `SELECT COALESCE(MAX(event_nid), 0) FROM events`,
 	forwardExtremities: `SELECT e.event_id FROM forward_extremities f JOIN events e ON e.event_nid = f.event_nid
 		WHERE f.room_nid = ? ORDER BY e.event_id`,

@@ -95,6 +95,9 @@ type PersistResult struct {
 	Stored []string
 	// HostLog has the positions given to Batch.HostLog, in order.
 	HostLog []int64
+	// Extremities are the room's forward extremities after the batch,
+	// sorted, when it had accepted events; nil otherwise.
+	Extremities []string
 }
 
 // StoredEvent is an event read back with what was decided about it.
