@@ -103,10 +103,11 @@ type DB struct {
 	stateKeys map[StateKey]int64
 	skNames   map[int64]StateKey
 
-	hostLog hostLogNotifier
-	roots   rootCache
-	nids    nidCache
-	group   groupCommit
+	hostLog  hostLogNotifier
+	roots    rootCache
+	nids     nidCache
+	roomNIDs roomCache
+	group    groupCommit
 }
 
 // ParseURL turns config's database.url into a file path: "sqlite:///abs",

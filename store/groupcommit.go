@@ -76,9 +76,10 @@ func (db *DB) commitGroup(ctx context.Context, units []*commitUnit) {
 			if _, err := t.exec("SAVEPOINT grouped"); err != nil {
 				return err
 			}
+			lastNID := t.lastNID
 			u.w, u.err = u.run(t)
 			if u.err != nil {
-				u.w = nil
+				u.w, t.lastNID = nil, lastNID
 				if _, err := t.exec("ROLLBACK TO grouped"); err != nil {
 					return fmt.Errorf("roll back a failed write of the group: %w", err)
 				}

@@ -41,3 +41,41 @@ func (c *nidCache) publish(nids map[string]int64) {
 		c.ids[id] = nid
 	}
 }
+
+// roomCache remembers the numbers and versions of rooms with committed
+// rows. Room rows are never deleted or renumbered, nor do they change
+// version.
+type roomCache struct {
+	mu    sync.Mutex
+	rooms map[string]cachedRoom
+}
+
+type cachedRoom struct {
+	nid     int64
+	version string
+}
+
+func (c *roomCache) get(roomID string) (cachedRoom, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.rooms[roomID]
+	return r, ok
+}
+
+func (c *roomCache) publish(roomID, version string, nid int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.rooms == nil {
+		c.rooms = make(map[string]cachedRoom)
+	}
+	c.rooms[roomID] = cachedRoom{nid: nid, version: version}
+}
+
+// roomNIDFor is ensureRoom answered from the cache when nothing is to be
+// changed (no status given) and the room is known.
+func (db *DB) roomNIDFor(t *txn, roomID, version, status string) (int64, error) {
+	if r, ok := db.roomNIDs.get(roomID); ok && status == "" && r.version == version {
+		return r.nid, nil
+	}
+	return db.ensureRoom(t, roomID, version, status)
+}

@@ -17,6 +17,9 @@ type wtx struct {
 	t       *txn
 	db      *DB
 	roomNID int64
+	// roomID and roomVersion name the room of roomNID, published to the
+	// room cache once committed.
+	roomID, roomVersion string
 
 	eventNIDs map[string]int64
 	newKeys   map[StateKey]int64
@@ -56,6 +59,9 @@ func (db *DB) newWtx(t *txn) *wtx {
 // event numbers it used.
 func (w *wtx) committed() {
 	w.db.nids.publish(w.eventNIDs)
+	if w.roomNID != 0 {
+		w.db.roomNIDs.publish(w.roomID, w.roomVersion, w.roomNID)
+	}
 	if len(w.newKeys) == 0 {
 		return
 	}
@@ -151,16 +157,19 @@ func (w *wtx) persist(b Batch, res *PersistResult) error {
 	if err != nil {
 		return err
 	}
-	if err := w.t.queryRow(w.db.d.maxEventNID).Scan(&w.nextNID); err != nil {
+	if w.t.lastNID > 0 {
+		w.nextNID = w.t.lastNID
+	} else if err := w.t.queryRow(w.db.d.maxEventNID).Scan(&w.nextNID); err != nil {
 		return err
 	}
 	if err := w.loadKnown(b); err != nil {
 		return err
 	}
 	if roomID != "" {
-		if w.roomNID, err = w.db.ensureRoom(w.t, roomID, version, b.RoomStatus); err != nil {
+		if w.roomNID, err = w.db.roomNIDFor(w.t, roomID, version, b.RoomStatus); err != nil {
 			return err
 		}
+		w.roomID, w.roomVersion = roomID, version
 	}
 	if err := w.prefetchStateKeys(b); err != nil {
 		return err
@@ -220,7 +229,11 @@ func (w *wtx) persist(b Batch, res *PersistResult) error {
 			return err
 		}
 	}
-	return w.flushAll()
+	if err := w.flushAll(); err != nil {
+		return err
+	}
+	w.t.lastNID = w.nextNID
+	return nil
 }
 
 // loadKnown finds which non-outlier events of the batch have a row

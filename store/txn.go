@@ -69,6 +69,10 @@ type txn struct {
 	// unpooled lists statements prepared for this transaction only, to
 	// prepare on the pool once it ends.
 	unpooled []string
+	// lastNID is the highest event number written so far by the event
+	// writes of a grouped commit, 0 until one has run: the next one
+	// starts from it instead of asking the table.
+	lastNID int64
 }
 
 func (t *txn) stmt(q string) (*sql.Stmt, error) {
