@@ -67,7 +67,7 @@ type KnockHandler interface {
 func (s *Server) membershipRoutes(r *mux.Router) {
 	if h, ok := s.Rooms.(MembershipHandler); ok {
 		r.Handle("/_matrix/federation/v1/make_join/{roomId}/{userId}", s.handle(s.authed(handleMakeJoin(h)))).Methods(http.MethodGet)
-		r.Handle("/_matrix/federation/v2/send_join/{roomId}/{eventId}", s.handle(s.authed(handleSendJoin(h)))).Methods(http.MethodPut)
+		r.Handle("/_matrix/federation/v2/send_join/{roomId}/{eventId}", s.handle(s.authed(handleSendJoinOmitting(h)))).Methods(http.MethodPut)
 	}
 	if h, ok := s.Rooms.(LeaveHandler); ok {
 		r.Handle("/_matrix/federation/v1/make_leave/{roomId}/{userId}", s.handle(s.authed(handleMakeLeave(h)))).Methods(http.MethodGet)
