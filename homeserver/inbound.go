@@ -54,14 +54,18 @@ func dropped(format string, args ...any) error {
 // out. PDUs of one room are processed in depth order under the room's lock.
 func (e *Engine) ReceivePDUs(ctx context.Context, origin string, pdus [][]byte) map[string]error {
 	results := make(map[string]error, len(pdus))
-	type roomPDUs struct {
-		roomID string
-		raws   [][]byte
-	}
 	var order []*roomPDUs
 	byRoom := map[string]*roomPDUs{}
 	for _, raw := range pdus {
-		roomID := pduRoomID(raw)
+		// Parsed once here, for the room ID and for the event itself.
+		tree, err := rooms.ParseJSON(raw)
+		roomID := ""
+		if err == nil {
+			obj, _ := tree.(map[string]any)
+			roomID, _ = obj["room_id"].(string)
+		} else {
+			tree, roomID = nil, pduRoomID(raw)
+		}
 		g := byRoom[roomID]
 		if g == nil {
 			g = &roomPDUs{roomID: roomID}
@@ -69,9 +73,10 @@ func (e *Engine) ReceivePDUs(ctx context.Context, origin string, pdus [][]byte) 
 			order = append(order, g)
 		}
 		g.raws = append(g.raws, raw)
+		g.trees = append(g.trees, tree)
 	}
 	if len(order) == 1 {
-		e.receiveRoom(ctx, origin, order[0].roomID, order[0].raws, results)
+		e.receiveRoom(ctx, origin, order[0], results)
 		return results
 	}
 	// Rooms are independent: judged at once, their writes share commits
@@ -85,7 +90,7 @@ func (e *Engine) ReceivePDUs(ctx context.Context, origin string, pdus [][]byte) 
 			slots <- struct{}{}
 			defer func() { <-slots }()
 			own := make(map[string]error, len(g.raws))
-			e.receiveRoom(ctx, origin, g.roomID, g.raws, own)
+			e.receiveRoom(ctx, origin, g, own)
 			mu.Lock()
 			maps.Copy(results, own)
 			mu.Unlock()
@@ -99,6 +104,14 @@ func (e *Engine) ReceivePDUs(ctx context.Context, origin string, pdus [][]byte) 
 // enough to fill the CPUs while others wait for their commit.
 const maxParallelRooms = 16
 
+// roomPDUs are the PDUs of one room in a transaction: their bytes and,
+// for those that are strict JSON, their parsed trees (nil otherwise).
+type roomPDUs struct {
+	roomID string
+	raws   [][]byte
+	trees  []any
+}
+
 // pduRoomID reads room_id from a PDU without checking anything else; ""
 // when there is none.
 func pduRoomID(raw []byte) string {
@@ -111,7 +124,8 @@ func pduRoomID(raw []byte) string {
 	return id
 }
 
-func (e *Engine) receiveRoom(ctx context.Context, origin, roomID string, raws [][]byte, results map[string]error) {
+func (e *Engine) receiveRoom(ctx context.Context, origin string, g *roomPDUs, results map[string]error) {
+	roomID, raws := g.roomID, g.raws
 	log := e.Logger.With().Str(fieldOrigin, origin).Str(fieldRoomID, roomID).Logger()
 	if roomID == "" {
 		for _, raw := range raws {
@@ -144,8 +158,14 @@ func (e *Engine) receiveRoom(ctx context.Context, origin, roomID string, raws []
 		return
 	}
 	evs := make([]*rooms.Event, 0, len(raws))
-	for _, raw := range raws {
-		ev, err := rooms.ParseEvent(h.v, raw)
+	for i, raw := range raws {
+		var ev *rooms.Event
+		var err error
+		if g.trees[i] != nil {
+			ev, err = rooms.ParseEventTree(h.v, raw, g.trees[i])
+		} else {
+			ev, err = rooms.ParseEvent(h.v, raw)
+		}
 		if err != nil {
 			log.Warn().Err(err).Msg("unparseable PDU dropped")
 			continue

@@ -77,6 +77,16 @@ func ParseEvent(v Version, raw []byte) (*Event, error) {
 	if err != nil {
 		return nil, fmt.Errorf("event: %w", err)
 	}
+	return ParseEventTree(v, raw, tree)
+}
+
+// ParseEventTree is ParseEvent for a PDU whose bytes raw were already
+// parsed by ParseJSON into tree (which the event takes over), so that a
+// caller that had to look inside it does not parse it twice.
+func ParseEventTree(v Version, raw []byte, tree any) (*Event, error) {
+	if len(raw) > maxRawEventBytes {
+		return nil, &FormatError{Problems: []string{fmt.Sprintf("event is %d bytes, more than the %d-byte limit", len(raw), MaxPDUBytes)}}
+	}
 	obj, ok := tree.(map[string]any)
 	if !ok {
 		return nil, &FormatError{Problems: []string{"event is not a JSON object"}}
