@@ -188,17 +188,29 @@ func (c *Client) SendJoin(ctx context.Context, server, roomID, eventID string, e
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if state, err = eventList(raw, "state"); err != nil {
-		return nil, nil, nil, fmt.Errorf("send_join from %s: %w", server, err)
-	}
-	if authChain, err = eventList(raw, "auth_chain"); err != nil {
-		return nil, nil, nil, fmt.Errorf("send_join from %s: %w", server, err)
-	}
+	// One decoding of what can be a very large answer (the whole state
+	// of a big room and its auth chain): each event is copied once.
 	var body struct {
-		Event json.RawMessage `json:"event"`
+		State     []json.RawMessage `json:"state"`
+		AuthChain []json.RawMessage `json:"auth_chain"`
+		Event     json.RawMessage   `json:"event"`
 	}
 	if err := json.Unmarshal(raw, &body); err != nil {
 		return nil, nil, nil, fmt.Errorf("send_join from %s: %w", server, err)
+	}
+	if body.State == nil {
+		return nil, nil, nil, fmt.Errorf("send_join from %s: response has no state array", server)
+	}
+	if body.AuthChain == nil {
+		return nil, nil, nil, fmt.Errorf("send_join from %s: response has no auth_chain array", server)
+	}
+	state = make([][]byte, len(body.State))
+	for i, ev := range body.State {
+		state[i] = ev
+	}
+	authChain = make([][]byte, len(body.AuthChain))
+	for i, ev := range body.AuthChain {
+		authChain[i] = ev
 	}
 	if len(body.Event) > 0 && body.Event[0] == '{' {
 		join = body.Event

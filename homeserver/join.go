@@ -159,6 +159,9 @@ func (e *Engine) joinVia(ctx context.Context, joiner Joiner, server, roomID, use
 	if err != nil {
 		return nil, fmt.Errorf("make_join: template: %w", err)
 	}
+	if pj, ok := e.partialJoinerOf(ctx, joiner, roomID); ok {
+		return e.joinPartially(ctx, pj, server, roomID, v, join) // partial_join.go
+	}
 	rawState, rawChain, rawJoin, err := joiner.SendJoin(ctx, server, roomID, join.EventID(), join.JSON())
 	if err != nil {
 		return nil, fmt.Errorf("send_join: %w", err)
@@ -286,6 +289,8 @@ type joinState struct {
 // (parsed under the room's version), room, signatures and hashes, then
 // auth against its own auth events (in auth order); every state event must
 // pass, and the state must authorise the join.
+//
+// The entries of rawState and rawChain are cleared once parsed.
 func (e *Engine) verifyJoinResponse(ctx context.Context, v rooms.Version, roomID string, join *rooms.Event, rawState, rawChain [][]byte) (*joinState, error) {
 	if e.Keys == nil {
 		return nil, errors.New("no key source to verify signatures")
@@ -302,6 +307,11 @@ func (e *Engine) verifyJoinResponse(ctx context.Context, v rooms.Version, roomID
 	parsed := make([]*rooms.Event, len(all))
 	parseErrs := make([]error, len(all))
 	parallelEach(len(all), func(i int) { parsed[i], parseErrs[i] = rooms.ParseEvent(v, all[i]) })
+	// The events keep their own canonical bytes: the answer's copies go
+	// now, which matters for the answers of big rooms (tens of MB).
+	clear(all)
+	clear(rawState)
+	clear(rawChain)
 	firstOf := make(map[string]int, len(all))
 	var toCheck []int
 	for i, ev := range parsed {
