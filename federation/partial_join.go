@@ -20,20 +20,6 @@ type PartialJoinHandler interface {
 	SendJoinOmitting(ctx context.Context, origin, roomID, eventID string, event []byte, omitMembers bool) (state, authChain [][]byte, join []byte, serversInRoom []string, membersOmitted bool, err error)
 }
 
-// JoinAnswer is a send_join v2 answer as the joining server reads it.
-type JoinAnswer struct {
-	State     [][]byte
-	AuthChain [][]byte
-	// Event is the join as the resident stored it (nil when absent).
-	Event []byte
-	// MembersOmitted says State lacks membership events: the caller has
-	// partial state and must fetch the full state later.
-	MembersOmitted bool
-	// ServersInRoom are the servers in the room before the join; the
-	// spec requires them when MembersOmitted.
-	ServersInRoom []string
-}
-
 // omitMembersParam reads send_join's omit_members query parameter:
 // absent is false, and only "true" and "false" are allowed.
 func omitMembersParam(r *http.Request) (bool, error) {
@@ -84,16 +70,19 @@ func handleSendJoinOmitting(h MembershipHandler) authedHandlerFunc {
 }
 
 // SendJoinOmitMembers sends a signed join to server (PUT /v2/send_join
-// with omit_members=true): the resident may answer with partial state. A
-// resident that ignores the parameter answers with the full state and
-// MembersOmitted false.
-func (c *Client) SendJoinOmitMembers(ctx context.Context, server, roomID, eventID string, event []byte) (JoinAnswer, error) {
+// with omit_members=true) and returns the answer's state and auth chain,
+// its "event" (nil when absent), members_omitted (the state lacks
+// membership events: the caller has partial state and fetches the full
+// state later) and servers_in_room, which the spec requires with
+// members_omitted. A resident that ignores the parameter answers with the
+// full state and membersOmitted false.
+func (c *Client) SendJoinOmitMembers(ctx context.Context, server, roomID, eventID string, event []byte) (state, authChain [][]byte, join []byte, membersOmitted bool, serversInRoom []string, err error) {
 	raw, err := c.Do(ctx, Request{
 		Method: http.MethodPut, Destination: server, Path: roomPath("/_matrix/federation/v2/send_join", roomID, eventID),
 		Query: url.Values{"omit_members": {"true"}}, Body: json.RawMessage(event), MaxResponseBytes: maxSendJoinResponseBytes,
 	})
 	if err != nil {
-		return JoinAnswer{}, err
+		return nil, nil, nil, false, nil, err
 	}
 	var body struct {
 		State          []json.RawMessage `json:"state"`
@@ -103,19 +92,18 @@ func (c *Client) SendJoinOmitMembers(ctx context.Context, server, roomID, eventI
 		ServersInRoom  []string          `json:"servers_in_room"`
 	}
 	if err := json.Unmarshal(raw, &body); err != nil {
-		return JoinAnswer{}, fmt.Errorf("send_join from %s: %w", server, err)
+		return nil, nil, nil, false, nil, fmt.Errorf("send_join from %s: %w", server, err)
 	}
 	if body.State == nil || body.AuthChain == nil {
-		return JoinAnswer{}, fmt.Errorf("send_join from %s: state and auth_chain are required", server)
+		return nil, nil, nil, false, nil, fmt.Errorf("send_join from %s: state and auth_chain are required", server)
 	}
 	if body.MembersOmitted && body.ServersInRoom == nil {
-		return JoinAnswer{}, fmt.Errorf("send_join from %s: members_omitted without servers_in_room", server)
+		return nil, nil, nil, false, nil, fmt.Errorf("send_join from %s: members_omitted without servers_in_room", server)
 	}
-	a := JoinAnswer{State: rawList(body.State), AuthChain: rawList(body.AuthChain), MembersOmitted: body.MembersOmitted, ServersInRoom: body.ServersInRoom}
 	if len(body.Event) > 0 && body.Event[0] == '{' {
-		a.Event = body.Event
+		join = body.Event
 	}
-	return a, nil
+	return rawList(body.State), rawList(body.AuthChain), join, body.MembersOmitted, body.ServersInRoom, nil
 }
 
 // FullState asks server for the state before eventID with its auth chain

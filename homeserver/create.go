@@ -326,6 +326,7 @@ func (e *Engine) commitLocal(ctx context.Context, h *roomHead, roomID string, ev
 	if err != nil {
 		return err
 	}
+	joined = e.partialDestinations(ctx, roomID, joined) // partial_join.go
 	dests := e.localDestinations(joined)
 	persist := e.persistFiltered
 	if k, ok := rooms.StateTupleOf(ev); ok && k == rooms.StateTuple(aclTuple) {

@@ -99,6 +99,18 @@ type Engine struct {
 	// that are not registered create them; when false such invites are
 	// refused (403).
 	AutoRegisterUsers bool
+	// PartialStateJoins makes joins through other servers ask for partial
+	// state (send_join with omit_members=true): the room is usable once
+	// the partial state is verified, and its full state is fetched and
+	// verified in the background (partial_join.go, partial_resync.go).
+	PartialStateJoins bool
+	// PartialResyncBackoff is the first wait after a failed attempt to
+	// fetch a partial room's full state, doubled after each round of the
+	// room's servers up to a few minutes; one second when zero.
+	PartialResyncBackoff time.Duration
+
+	// partial remembers the rooms whose state is partial.
+	partial partialRooms
 
 	locksMu sync.Mutex
 	locks   map[string]*roomLock

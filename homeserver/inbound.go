@@ -457,6 +457,7 @@ func (e *Engine) judge(ctx context.Context, origin string, h *roomHead, ev *room
 	if err != nil {
 		return err
 	}
+	beforeEvs = e.partialAuthState(ctx, ev, beforeEvs, authEvs) // partial_join.go
 	if err := rooms.CheckAuth(ev, beforeEvs); err != nil {
 		return e.persistRejected(ctx, h, ev, ref, "state before the event: "+err.Error())
 	}
@@ -464,6 +465,7 @@ func (e *Engine) judge(ctx context.Context, origin string, h *roomHead, ev *room
 	if err != nil {
 		return err
 	}
+	current = e.partialAuthState(ctx, ev, current, authEvs) // partial_join.go
 	if err := rooms.CheckAuth(ev, current); err != nil {
 		e.Logger.Info().Str(fieldOrigin, origin).Str(fieldEventID, ev.EventID()).Err(err).Msg("event soft-failed")
 		return e.record(ctx, h, store.Batch{Events: []store.NewEvent{{Event: ev, Outcome: store.SoftFailed, StateBefore: ref}}})

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/ferry-matrix/ferry/rooms"
+	"github.com/ferry-matrix/ferry/store"
 )
 
 // IncompatibleVersionError refuses a join or invite into a room whose
@@ -29,7 +31,21 @@ func (e *IncompatibleVersionError) IncompatibleRoomVersion() string { return e.V
 // user may join by the current state. It returns the room version and the
 // template's JSON (unsigned, without hashes).
 func (e *Engine) MakeJoin(ctx context.Context, origin, roomID, userID string, versions []string) (string, []byte, error) {
+	if err := e.refuseJoinIfPartial(ctx, roomID, "make_join"); err != nil {
+		return "", nil, err
+	}
 	return e.makeMember(ctx, origin, roomID, userID, "join", versions)
+}
+
+// refuseJoinIfPartial refuses to act as the resident of a join while our
+// state of the room is partial: the joiner would get our partial state
+// as if it were whole. 400 M_UNABLE_TO_GRANT_JOIN tells it to try
+// another server.
+func (e *Engine) refuseJoinIfPartial(ctx context.Context, roomID, what string) error {
+	if e.isPartialRoom(ctx, roomID) {
+		return withCode(KindBadRequest, "M_UNABLE_TO_GRANT_JOIN", "%s: this server holds only partial state of room %s (its full state is being fetched); join through another server", what, roomID)
+	}
+	return nil
 }
 
 // makeMember builds the template of make_join, make_leave and make_knock:
@@ -142,6 +158,25 @@ func (e *Engine) nextTemplate(ctx context.Context, h *roomHead, roomID string, t
 // chain of that state and of the join, the join as stored and the servers
 // with joined members before it.
 func (e *Engine) SendJoin(ctx context.Context, origin, roomID, eventID string, raw []byte) (state, authChain [][]byte, join []byte, servers []string, err error) {
+	state, authChain, join, servers, _, err = e.SendJoinOmitting(ctx, origin, roomID, eventID, raw, false)
+	return state, authChain, join, servers, err
+}
+
+// SendJoinOmitting answers send_join as SendJoin does; with omitMembers
+// (the joiner asked for partial state) the state leaves out membership
+// events, except those of the room's heroes when it has neither a name
+// nor a canonical alias, the auth chain leaves out events already in the
+// state, and membersOmitted is true. servers (servers_in_room) names the
+// servers with joined members before the join either way.
+func (e *Engine) SendJoinOmitting(ctx context.Context, origin, roomID, eventID string, raw []byte, omitMembers bool) (state, authChain [][]byte, join []byte, servers []string, membersOmitted bool, err error) {
+	state, authChain, join, servers, err = e.sendJoin(ctx, origin, roomID, eventID, raw, omitMembers)
+	return state, authChain, join, servers, omitMembers && err == nil, err
+}
+
+func (e *Engine) sendJoin(ctx context.Context, origin, roomID, eventID string, raw []byte, omitMembers bool) (state, authChain [][]byte, join []byte, servers []string, err error) {
+	if err := e.refuseJoinIfPartial(ctx, roomID, "send_join"); err != nil {
+		return nil, nil, nil, nil, err
+	}
 	v, in, err := e.roomVersion(ctx, roomID)
 	if err != nil {
 		return nil, nil, nil, nil, fmt.Errorf("send_join: %w", err)
@@ -181,6 +216,11 @@ func (e *Engine) SendJoin(ctx context.Context, origin, roomID, eventID string, r
 	if err != nil {
 		return nil, nil, nil, nil, fmt.Errorf("send_join: state before the join: %w", err)
 	}
+	if omitMembers {
+		if before, err = e.withoutMembers(ctx, before, ev.Sender()); err != nil {
+			return nil, nil, nil, nil, fmt.Errorf("send_join: %w", err)
+		}
+	}
 	stateIDs := make([]string, 0, len(before))
 	for _, id := range before {
 		stateIDs = append(stateIDs, id)
@@ -189,6 +229,15 @@ func (e *Engine) SendJoin(ctx context.Context, origin, roomID, eventID string, r
 	chainIDs, err := e.Store.AuthChain(ctx, append(slices.Clone(stateIDs), ev.AuthEvents()...))
 	if err != nil {
 		return nil, nil, nil, nil, fmt.Errorf("send_join: auth chain: %w", err)
+	}
+	if omitMembers {
+		// The spec lets a partial answer leave out of the auth chain the
+		// events its state holds already.
+		inState := make(map[string]bool, len(stateIDs))
+		for _, id := range stateIDs {
+			inState[id] = true
+		}
+		chainIDs = slices.DeleteFunc(chainIDs, func(id string) bool { return inState[id] })
 	}
 	if state, err = e.eventsJSON(ctx, stateIDs); err != nil {
 		return nil, nil, nil, nil, fmt.Errorf("send_join: %w", err)
@@ -302,4 +351,46 @@ func (e *Engine) requireJoinedHere(ctx context.Context, roomID string) error {
 		return notFound("this server has no joined member in room %s", roomID)
 	}
 	return nil
+}
+
+// maxHeroes is how many members name a room without a name or alias
+// (the client-server API's m.heroes).
+const maxHeroes = 5
+
+// withoutMembers returns state without its membership events, for a
+// partial send_join answer. A room with neither an m.room.name nor an
+// m.room.canonical_alias keeps the memberships of its heroes, as the spec
+// requires so that the joiner can name the room: up to five joined or
+// invited members other than the joiner, by user ID.
+func (e *Engine) withoutMembers(ctx context.Context, state store.StateMap, joiner string) (store.StateMap, error) {
+	_, named := state[store.StateKey{Type: "m.room.name"}]
+	_, aliased := state[store.StateKey{Type: "m.room.canonical_alias"}]
+	out := make(store.StateMap, len(state))
+	var members []store.StateKey
+	for k, id := range state {
+		if k.Type != "m.room.member" {
+			out[k] = id
+		} else if k.StateKey != joiner {
+			members = append(members, k)
+		}
+	}
+	if named || aliased {
+		return out, nil
+	}
+	slices.SortFunc(members, func(a, b store.StateKey) int { return strings.Compare(a.StateKey, b.StateKey) })
+	heroes := 0
+	for _, k := range members {
+		if heroes == maxHeroes {
+			break
+		}
+		se, err := e.storedEvent(ctx, state[k])
+		if err != nil {
+			return nil, fmt.Errorf("member %s: %w", k.StateKey, err)
+		}
+		if m := se.Event.Membership(); m == "join" || m == "invite" {
+			out[k] = state[k]
+			heroes++
+		}
+	}
+	return out, nil
 }

@@ -36,7 +36,7 @@ func (e *Engine) checkServerInRoom(ctx context.Context, origin, roomID string) e
 	if err != nil {
 		return err
 	}
-	if !slices.Contains(servers, origin) {
+	if !slices.Contains(servers, origin) && !e.partialServerKnown(ctx, roomID, origin) {
 		return forbidden("server %s has no joined member in %s", origin, roomID)
 	}
 	return nil
@@ -140,6 +140,11 @@ func (e *Engine) visibleTo(ctx context.Context, origin string, se *store.StoredE
 			}
 		}
 	}
+	if e.isPartialRoom(ctx, ev.RoomID()) {
+		// The memberships that would show it may be among those the
+		// partial state lacks.
+		return nil, partialStateRefusal(ev.RoomID(), "event visibility")
+	}
 	return ev.Redacted(), nil
 }
 
@@ -156,6 +161,9 @@ func serverOf(userID string) string {
 // of the auth chain of that state.
 func (e *Engine) StateIDs(ctx context.Context, origin, roomID, eventID string) (stateIDs, authChainIDs []string, err error) {
 	if err := e.checkServerInRoom(ctx, origin, roomID); err != nil {
+		return nil, nil, err
+	}
+	if err := e.refuseIfPartial(ctx, roomID, "state"); err != nil {
 		return nil, nil, err
 	}
 	if _, err := e.roomEvent(ctx, roomID, eventID); err != nil {
@@ -219,6 +227,9 @@ func (e *Engine) Backfill(ctx context.Context, origin, roomID string, from []str
 	}
 	if len(from) == 0 {
 		return nil, badRequest("backfill: at least one v is required")
+	}
+	if err := e.refuseIfPartial(ctx, roomID, "backfill"); err != nil {
+		return nil, err
 	}
 	limit = min(max(limit, 1), maxBackfill)
 	evs, err := e.Store.Backfill(ctx, roomID, from, limit)
