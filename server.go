@@ -203,6 +203,7 @@ func Start(cfg *config.Config, opts Options) (_ *Server, err error) {
 		OnQueued:           func(dests []string) { s.delivery.Notify(dests...) },
 		DestinationAllowed: policy.Allowed,
 		AutoRegisterUsers:  cfg.Host.AutoRegisterUsers,
+		PartialStateJoins:  cfg.Federation.PartialStateJoins,
 
 		ObservePersisted:       s.metrics.Persisted,
 		ObserveStateResolution: s.metrics.StateResolved,
@@ -234,7 +235,16 @@ func Start(cfg *config.Config, opts Options) (_ *Server, err error) {
 		stopDelivery()
 		return nil, err
 	}
-	s.closers = append(s.closers, func() error { stopDelivery(); s.delivery.Close(); s.host.Close(); return nil })
+	s.closers = append(s.closers, func() error {
+		stopDelivery()
+		s.delivery.Close()
+		s.host.Close()
+		s.engine.WaitPartialResyncs()
+		return nil
+	})
+	if err := s.engine.StartPartialResyncs(deliveryCtx); err != nil {
+		return nil, err
+	}
 	if err := fed.Open(); err != nil {
 		return nil, err
 	}

@@ -69,6 +69,16 @@ type Federation struct {
 	// MaxRequestBodyBytes bounds inbound request bodies. Default 8 MiB:
 	// a transaction of 50 PDUs of 64 KiB plus 100 EDUs fits with room.
 	MaxRequestBodyBytes int64 `toml:"max_request_body_bytes"`
+	// PartialStateJoins makes joins through other servers ask for partial
+	// state (send_join with omit_members=true, "faster joins"): a room is
+	// usable once its state without membership events is verified, and
+	// its full state is fetched and verified in the background. Default
+	// false: while a room is partial, Ferry refuses to serve its state and
+	// to be the resident of joins, and an event accepted then on the
+	// strength of its own auth events is only reported, not rejected
+	// afterwards, if the full state disallows it. Turn it on to join big
+	// rooms in seconds.
+	PartialStateJoins bool `toml:"partial_state_joins"`
 }
 
 // Host configures the host API, the private plane the host product uses.

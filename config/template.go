@@ -80,6 +80,12 @@ well_known_server = {{q .Federation.WellKnownServer}}
 # up to 64 KiB plus 100 EDUs) must fit.
 max_request_body_bytes = {{.Federation.MaxRequestBodyBytes}}
 
+# Join rooms with partial state ("faster joins", send_join with
+# omit_members): a big room is usable in seconds and its full state is
+# fetched in the background. Off by default: until the full state is in,
+# Ferry refuses to serve the room's state or to let others join through it.
+partial_state_joins = {{.Federation.PartialStateJoins}}
+
 [host]
 # Address of the host API, the private interface your own product uses to
 # act as its users: host:port, or unix:/path/to/socket. Keep it on

@@ -61,6 +61,10 @@ type RoomSummary struct {
 	JoinedLocalUsers []string `json:"joined_local_users"` // sorted, never null
 	JoinedMembers    int      `json:"joined_members"`
 	Servers          []string `json:"servers"` // servers with joined members, sorted, never null
+	// PartialState is true while the room, joined with partial state,
+	// lacks its full state (members and servers then count only those
+	// known so far).
+	PartialState bool `json:"partial_state"`
 }
 
 // StreamItem is one entry of the host event stream (the persisted host
@@ -726,7 +730,8 @@ func (h *Host) Room(ctx context.Context, roomID string) (RoomSummary, error) {
 
 // summary reads a room's summary from its current state.
 func (h *Host) summary(ctx context.Context, r store.Room) (RoomSummary, error) {
-	s := RoomSummary{RoomID: r.ID, RoomVersion: r.Version, JoinedLocalUsers: []string{}, Servers: []string{}}
+	s := RoomSummary{RoomID: r.ID, RoomVersion: r.Version, JoinedLocalUsers: []string{}, Servers: []string{},
+		PartialState: h.Engine.isPartialRoom(ctx, r.ID)}
 	// Three keyed look-ups rather than the whole state: a large room's
 	// members would dominate it.
 	text := func(typ, field string) (string, error) {

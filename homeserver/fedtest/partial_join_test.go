@@ -130,6 +130,10 @@ func TestPartialJoin(t *testing.T) {
 	if !b.Engine.PartialState(ctx, roomID) {
 		t.Fatal("B's state is not partial after a join through a resident that serves omit_members")
 	}
+	host := &homeserver.Host{Engine: b.Engine}
+	if sum, err := host.Room(ctx, roomID); err != nil || !sum.PartialState {
+		t.Fatalf("B's room summary while partial: %+v, %v", sum, err)
+	}
 	if got := b.membership(t, roomID, carol); got != "" {
 		t.Fatalf("B's partial state holds %s's membership (%q): members were not omitted", carol, got)
 	}
@@ -198,6 +202,9 @@ func TestPartialJoin(t *testing.T) {
 		t.Fatalf("B has %d joined members, want 51", n)
 	}
 	requireSameState(t, roomID, a, b, c)
+	if sum, err := host.Room(ctx, roomID); err != nil || sum.PartialState || sum.JoinedMembers != 51 {
+		t.Fatalf("B's room summary after the resync: %+v, %v", sum, err)
+	}
 	before, err := b.DB.StateBefore(ctx, hello)
 	if err != nil {
 		t.Fatal(err)
