@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferry-matrix/ferry/homeserver"
+)
+
+// BenchmarkPartialJoinBigRoom times a real Ferry's partial-state
+// ("faster") join of a synthetic room of -members members served by
+// `ferry-load bigroom` in a subprocess: until usable (make_join,
+// send_join with omit_members=true, verification and persistence of the
+// partial state, then one message of the joined user sent: authorised,
+// persisted and queued for the room's servers) and until resynced (the full state fetched with
+// /state, verified, persisted and installed in the background). It
+// reports the test process's peak RSS over the whole join and resync.
+// Run it by hand, once:
+//
+//	go test ./cmd/ferry-load -run '^$' -bench PartialJoinBigRoom -benchtime 1x -members 100000
+func BenchmarkPartialJoinBigRoom(b *testing.B) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), subprocessEnv+"="+strings.Join([]string{
+		"bigroom", "--json", "--insecure", "--members", fmt.Sprint(*benchMembers),
+		"--servers", fmt.Sprint(*benchServers), "--room-version", *benchVersion,
+	}, "\x1f"))
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		stdin.Close()
+		cmd.Wait()
+	})
+	var ready bigRoomReady
+	if err := json.NewDecoder(stdout).Decode(&ready); err != nil {
+		b.Fatalf("the resident's first line: %v", err)
+	}
+	b.Logf("room %s: %d members, %d events, built and signed in %.2f s by the resident", ready.RoomID, ready.Members, ready.Events, ready.BuildSeconds)
+
+	var peak int64
+	var usable, resynced, usableCPU, resyncCPU float64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		tg := startTarget(b)
+		tg.Engine.PartialStateJoins = true
+		background, stop := context.WithCancel(context.Background())
+		b.Cleanup(func() { stop(); tg.Engine.WaitPartialResyncs() })
+		if err := tg.Engine.StartPartialResyncs(background); err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
+			b.Logf("cannot reset the peak RSS (%v): it covers the whole run", err)
+		}
+		cpuBefore := selfCPU(b)
+		user := fmt.Sprintf("@joiner%d:%s", i, tg.Name)
+		b.StartTimer()
+		start := time.Now()
+		_, err := tg.Engine.JoinRoom(ctx, ready.RoomID, user, []string{ready.Servers[0]})
+		if err == nil {
+			_, err = tg.Engine.SendEvent(ctx, ready.RoomID, homeserver.LocalEvent{
+				Type: "m.room.message", Sender: user, Content: map[string]any{"msgtype": "m.text", "body": "usable"},
+			})
+		}
+		usable += time.Since(start).Seconds()
+		usableCPU += selfCPU(b) - cpuBefore
+		if err != nil {
+			b.Fatal(err)
+		}
+		if !tg.Engine.PartialState(ctx, ready.RoomID) {
+			b.Log("the room was resynced before the first message was sent")
+		}
+		for tg.Engine.PartialState(ctx, ready.RoomID) {
+			if ctx.Err() != nil {
+				b.Fatal("the resync did not complete")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		resynced += time.Since(start).Seconds()
+		b.StopTimer()
+		resyncCPU += selfCPU(b) - cpuBefore
+		cancel()
+		hwm, err := peakRSS(os.Getpid())
+		if err != nil {
+			b.Fatal(err)
+		}
+		peak = max(peak, hwm)
+		members, err := tg.DB.Members(context.Background(), ready.RoomID, "join")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(members) < ready.Members+1 {
+			b.Fatalf("the target holds %d joined members after the resync, want at least %d", len(members), ready.Members+1)
+		}
+		b.StartTimer()
+	}
+	b.StopTimer()
+	b.ReportMetric(usable/float64(b.N), "s-usable")
+	b.ReportMetric(resynced/float64(b.N), "s-resynced")
+	b.ReportMetric(usableCPU/float64(b.N), "CPU-s-usable")
+	b.ReportMetric(resyncCPU/float64(b.N), "CPU-s-resynced")
+	b.ReportMetric(float64(peak)/1e6, "peak-RSS-MB")
+	b.ReportMetric(float64(ready.Members), "members")
+}
