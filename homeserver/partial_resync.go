@@ -265,22 +265,28 @@ func (e *Engine) completeResync(ctx context.Context, v rooms.Version, rec store.
 			}
 			ref.Changes = deltaFrom(states[0], before)
 		}
+		re := store.Restated{EventID: id, StateBefore: ref}
 		if se.Rejected {
 			after[id] = before
 		} else {
-			after[id] = withEvent(before, ev)
 			beforeEvs, err := e.loadState(ctx, before, authKeys(ev))
 			if err != nil {
 				return err
 			}
 			if err := rooms.CheckAuth(ev, beforeEvs); err != nil {
 				// Judged under partial state with a membership taken from
-				// its auth events, which the full state contradicts.
+				// its auth events, which the full state contradicts: a
+				// server with the full state rejects it, and so do we
+				// from now on (the host has seen it already).
 				disallowed++
-				e.Logger.Warn().Str(fieldRoomID, roomID).Str(fieldEventID, id).Err(err).Msg("an event taken in under partial state is not allowed by the full state")
+				re.RejectedReason = "state before the event (full state, after a partial-state join): " + err.Error()
+				after[id] = before
+				e.Logger.Warn().Str(fieldRoomID, roomID).Str(fieldEventID, id).Err(err).Msg("an event taken in under partial state is not allowed by the full state: rejected")
+			} else {
+				after[id] = withEvent(before, ev)
 			}
 		}
-		restated = append(restated, store.Restated{EventID: id, StateBefore: ref})
+		restated = append(restated, re)
 	}
 	exts, err := e.Store.ForwardExtremities(ctx, roomID)
 	if err != nil {
@@ -309,6 +315,11 @@ func (e *Engine) completeResync(ctx context.Context, v rooms.Version, rec store.
 		return err
 	}
 	e.dropHead(roomID)
+	for _, re := range restated {
+		if re.RejectedReason != "" {
+			e.forget(re.EventID)
+		}
+	}
 	e.setPartial(rec, false)
 	e.Logger.Info().Str(fieldRoomID, roomID).Int("state_events", len(full)).Int("restated_events", len(restated)).Int("disallowed_by_full_state", disallowed).
 		Msg("full state installed")

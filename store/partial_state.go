@@ -132,13 +132,18 @@ func (db *DB) EventsSince(ctx context.Context, roomID, eventID string) ([]string
 type Restated struct {
 	EventID     string
 	StateBefore StateRef
+	// RejectedReason, when set, rejects the event from now on: taken in
+	// under partial state, it fails auth against its full state before.
+	// Its state after is then its state before.
+	RejectedReason string
 }
 
 // CompletePartialState installs the full state of a room joined with
 // partial state, in one transaction: each event of evs (in order; a
 // StateRef may name an earlier one) gets its new state before (and its
 // state after is recomputed from it), current becomes the room's current
-// state, and the room's partial-state record is deleted. The events must
+// state, and the room's partial-state record is deleted. An event with a
+// RejectedReason is rejected from then on. The events must
 // be held already (the full state's events persisted as outliers first).
 func (db *DB) CompletePartialState(ctx context.Context, roomID string, evs []Restated, current StateRef) error {
 	w, err := db.writeGrouped(ctx, func(t *txn) (*wtx, error) {
@@ -187,6 +192,12 @@ func (w *wtx) restate(roomID string, evs []Restated, current StateRef) error {
 		}
 		r.before = sql.NullInt64{Int64: snap, Valid: true}
 		r.after = sql.NullInt64{}
+		if re.RejectedReason != "" {
+			if _, err := w.t.exec(`UPDATE events SET rejected_reason = ?, soft_failed = 0 WHERE event_nid = ?`, re.RejectedReason, r.nid); err != nil {
+				return err
+			}
+			r.rejected = true
+		}
 	}
 	snap, err := w.resolveState(&current)
 	if err != nil {

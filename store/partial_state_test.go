@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/ferry-matrix/ferry/rooms"
 	"github.com/ferry-matrix/ferry/store"
 	"github.com/ferry-matrix/ferry/store/storetest"
 )
@@ -72,15 +73,21 @@ func TestPartialState_Complete(t *testing.T) {
 	if err := db.MarkPartialState(ctx, store.PartialRoom{RoomID: r.id, JoinEventID: join.EventID(), Servers: []string{"a.test"}}); err != nil {
 		t.Fatal(err)
 	}
+	topic := r.next("m.room.topic", rooms.StringPtr(""), "@dan:b.test", map[string]any{"topic": "not allowed"})
+	persist(t, db, store.Batch{Events: []store.NewEvent{{Event: topic, Outcome: store.Accepted, StateBefore: &store.StateRef{AfterEvent: msg.EventID()}}},
+		CurrentState: &store.StateRef{AfterEvent: topic.EventID()}})
 	since, err := db.EventsSince(ctx, r.id, join.EventID())
-	if err != nil || !slices.Equal(since, []string{msg.EventID()}) {
+	if err != nil || !slices.Equal(since, []string{msg.EventID(), topic.EventID()}) {
 		t.Fatalf("EventsSince = %v, %v", since, err)
 	}
 	persist(t, db, store.Batch{Events: []store.NewEvent{{Event: bob, Outcome: store.Outlier}}})
+	// The topic, accepted under partial state, turns out to be disallowed:
+	// it is rejected, and the state after it is the state before it.
 	err = db.CompletePartialState(ctx, r.id, []store.Restated{
 		{EventID: join.EventID(), StateBefore: store.StateRef{Changes: full}},
 		{EventID: msg.EventID(), StateBefore: store.StateRef{AfterEvent: join.EventID()}},
-	}, store.StateRef{AfterEvent: msg.EventID()})
+		{EventID: topic.EventID(), StateBefore: store.StateRef{AfterEvent: msg.EventID()}, RejectedReason: "not allowed by the full state"},
+	}, store.StateRef{AfterEvent: topic.EventID()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,6 +113,9 @@ func TestPartialState_Complete(t *testing.T) {
 			t.Fatalf("%s: %v", what, err)
 		}
 	}
+	if se, err := db.Event(ctx, topic.EventID()); err != nil || !se.Rejected || se.RejectedReason != "not allowed by the full state" {
+		t.Fatalf("the disallowed topic: %+v, %v", se, err)
+	}
 	servers, err := db.JoinedServers(ctx, r.id)
 	if err != nil || !slices.Contains(servers, "c.test") {
 		t.Fatalf("joined servers = %v, %v; want c.test among them", servers, err)
@@ -117,7 +127,7 @@ func TestPartialState_Complete(t *testing.T) {
 		t.Fatal(err)
 	}
 	// An outlier has no state to replace: nothing is written.
-	err = db.CompletePartialState(ctx, r.id, []store.Restated{{EventID: bob.EventID(), StateBefore: store.StateRef{Changes: full}}}, store.StateRef{AfterEvent: msg.EventID()})
+	err = db.CompletePartialState(ctx, r.id, []store.Restated{{EventID: bob.EventID(), StateBefore: store.StateRef{Changes: full}}}, store.StateRef{AfterEvent: topic.EventID()})
 	if err == nil {
 		t.Fatal("restating an outlier succeeded")
 	}

@@ -121,6 +121,18 @@ func TestPartialJoin(t *testing.T) {
 	ctx := testContext(t)
 	roomID, cUsers := bigRoomOnAC(t, a, c, 25, 25)
 	carol := cUsers[0]
+	// A user of C who joined and left before B's join: B's partial state
+	// knows neither.
+	leaver := c.User("leaver")
+	leaverJoin, err := c.Engine.JoinRoom(ctx, roomID, leaver, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leave, err := c.Engine.LeaveRoom(ctx, roomID, leaver, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.WaitEvent(t, leave.EventID())
 
 	bob := b.User("bob")
 	join, err := b.Engine.JoinRoom(ctx, roomID, bob, []string{a.Name})
@@ -181,6 +193,24 @@ func TestPartialJoin(t *testing.T) {
 		}
 	}
 
+	// The leaver's message citing its old join as auth event: A, with the
+	// full state, rejects it (the state before says leave); B cannot tell
+	// under partial state and takes it, and rejects it once it has the
+	// full state.
+	stale, err := rooms.BuildEvent(v, rooms.EventTemplate{
+		Type: "m.room.message", Sender: leaver, RoomID: roomID, Content: map[string]any{"msgtype": "m.text", "body": "I left"},
+		PrevEvents: []string{reply}, AuthEvents: []string{plID, leaverJoin.EventID()}, Depth: 1000, OriginServerTS: time.Now().UnixMilli(),
+	}, c.Own.Signer(c.Name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := c.Client.SendTransaction(ctx, a.Name, "stale-a", []json.RawMessage{stale.JSON()}, nil); err != nil || res[stale.EventID()] == "" {
+		t.Fatalf("A took a message of a user who left: %v, %v", res, err)
+	}
+	if res, err := c.Client.SendTransaction(ctx, b.Name, "stale-b", []json.RawMessage{stale.JSON()}, nil); err != nil || res[stale.EventID()] != "" {
+		t.Fatalf("B under partial state refused a message whose auth events allow it: %v, %v", res, err)
+	}
+
 	// What needs full state is refused with a clear error while partial.
 	_, _, err = a.Client.StateIDs(ctx, b.Name, roomID, hello)
 	requireMatrixError(t, err, 404, "M_NOT_FOUND", "partial state")
@@ -202,6 +232,9 @@ func TestPartialJoin(t *testing.T) {
 		t.Fatalf("B has %d joined members, want 51", n)
 	}
 	requireSameState(t, roomID, a, b, c)
+	if se, err := b.DB.Event(ctx, stale.EventID()); err != nil || !se.Rejected {
+		t.Fatalf("after the resync B holds the leaver's message as %+v, %v; want rejected", se, err)
+	}
 	if sum, err := host.Room(ctx, roomID); err != nil || sum.PartialState || sum.JoinedMembers != 51 {
 		t.Fatalf("B's room summary after the resync: %+v, %v", sum, err)
 	}
