@@ -75,9 +75,9 @@ type Federation struct {
 	// its full state is fetched and verified in the background. Default
 	// false: while a room is partial, Ferry refuses to serve its state and
 	// to be the resident of joins, and an event accepted then on the
-	// strength of its own auth events is only reported, not rejected
-	// afterwards, if the full state disallows it. Turn it on to join big
-	// rooms in seconds.
+	// strength of its own auth events reaches the host before the full
+	// state can show it disallowed (it is rejected then). Turn it on to
+	// join big rooms in seconds.
 	PartialStateJoins bool `toml:"partial_state_joins"`
 }
 
