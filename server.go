@@ -80,6 +80,7 @@ var (
 	_ federation.LeaveHandler      = seenRooms{}
 	_ federation.InviteHandler     = seenRooms{}
 	_ federation.KnockHandler      = seenRooms{}
+	_ federation.PDUTreeReceiver   = seenRooms{}
 )
 
 func (s seenRooms) TransactionResponse(ctx context.Context, origin, txnID string) ([]byte, bool, error) {
@@ -93,7 +94,13 @@ func (s seenRooms) TransactionResponse(ctx context.Context, origin, txnID string
 
 // ReceivePDUs counts a transaction and its PDUs' verdicts.
 func (s seenRooms) ReceivePDUs(ctx context.Context, origin string, pdus [][]byte) map[string]error {
-	verdicts := s.Engine.ReceivePDUs(ctx, origin, pdus)
+	return s.ReceivePDUTrees(ctx, origin, pdus, nil)
+}
+
+// ReceivePDUTrees is ReceivePDUs for PDUs the federation server parsed
+// already (the engine's method would otherwise be promoted uncounted).
+func (s seenRooms) ReceivePDUTrees(ctx context.Context, origin string, pdus [][]byte, trees []any) map[string]error {
+	verdicts := s.Engine.ReceivePDUTrees(ctx, origin, pdus, trees)
 	s.metrics.InboundTransaction(false)
 	s.metrics.InboundPDUs(verdicts)
 	return verdicts

@@ -20,6 +20,10 @@ type Incoming struct {
 	// Content is Body parsed as JSON (rooms.ParseJSON types), nil when
 	// there was no body.
 	Content any
+	// Lenient says Body is not strict canonical-JSON input (it has
+	// numbers such as 1.0 or 1e3) and Content came from the lenient
+	// parser: what it holds must not stand for a strictly parsed PDU.
+	Lenient bool
 }
 
 // authedHandlerFunc is an endpoint that requires X-Matrix authentication.
@@ -98,7 +102,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*Incoming
 		return nil, unauthorized("origin %s is this server", origin)
 	}
 
-	body, content, err := s.readBody(w, r)
+	body, content, lenient, err := s.readBody(w, r)
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +132,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*Incoming
 			continue
 		}
 		setRequestOrigin(r, origin)
-		return &Incoming{Origin: origin, Body: body, Content: content}, nil
+		return &Incoming{Origin: origin, Body: body, Content: content, Lenient: lenient}, nil
 	}
 	return nil, unauthorized("%s", strings.Join(failures, "; "))
 }
@@ -136,33 +140,35 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*Incoming
 // readBody reads the request body within the size limit and parses it as
 // JSON: 413 M_TOO_LARGE over the limit, 400 M_NOT_JSON when it is not
 // JSON, 400 M_BAD_JSON when it is not an object. No body gives nil, nil.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, any, error) {
+// The flag says the body parsed only leniently (numbers like 1.0).
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, any, bool, error) {
 	limit := s.maxRequestBody()
 	if r.ContentLength > limit {
-		return nil, nil, &http.MaxBytesError{Limit: limit}
+		return nil, nil, false, &http.MaxBytesError{Limit: limit}
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			return nil, nil, err
+			return nil, nil, false, err
 		}
-		return nil, nil, Errorf(http.StatusBadRequest, "M_BAD_JSON", "could not read the request body")
+		return nil, nil, false, Errorf(http.StatusBadRequest, "M_BAD_JSON", "could not read the request body")
 	}
 	if len(body) == 0 {
-		return nil, nil, nil
+		return nil, nil, false, nil
 	}
 	content, err := rooms.ParseJSON(body)
+	lenient := err != nil
 	if err != nil {
 		// Exact integers written as 1.0 or 1e3 still canonicalise.
 		lenient, lerr := rooms.ParseJSONLenient(body)
 		if lerr != nil {
-			return nil, nil, Errorf(http.StatusBadRequest, "M_NOT_JSON", "request body is not valid JSON: %v", err)
+			return nil, nil, false, Errorf(http.StatusBadRequest, "M_NOT_JSON", "request body is not valid JSON: %v", err)
 		}
 		content = lenient
 	}
 	if _, ok := content.(map[string]any); !ok {
-		return nil, nil, Errorf(http.StatusBadRequest, "M_BAD_JSON", "request body must be a JSON object")
+		return nil, nil, false, Errorf(http.StatusBadRequest, "M_BAD_JSON", "request body must be a JSON object")
 	}
-	return body, content, nil
+	return body, content, lenient, nil
 }

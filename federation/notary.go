@@ -40,7 +40,7 @@ func (s *Server) handleKeyQueryGet(w http.ResponseWriter, r *http.Request) error
 // authentication): {"server_keys": {server: {keyID: {"minimum_valid_until_ts": ms}}}}.
 func (s *Server) handleKeyQueryPost(w http.ResponseWriter, r *http.Request) error {
 	r.Body = http.MaxBytesReader(w, r.Body, maxNotaryBody)
-	_, content, err := s.readBody(w, r)
+	_, content, _, err := s.readBody(w, r)
 	if err != nil {
 		return err
 	}

@@ -122,7 +122,12 @@ func handleSend(h RoomHandler, serial *originSerial) authedHandlerFunc {
 		for i, p := range body.PDUs {
 			pdus[i] = p
 		}
-		verdicts := h.ReceivePDUs(ctx, in.Origin, pdus)
+		var verdicts map[string]error
+		if tr, ok := h.(PDUTreeReceiver); ok && !in.Lenient {
+			verdicts = tr.ReceivePDUTrees(ctx, in.Origin, pdus, pduTrees(in.Content, len(pdus)))
+		} else {
+			verdicts = h.ReceivePDUs(ctx, in.Origin, pdus)
+		}
 		results := make(map[string]pduResult, len(verdicts))
 		for id, err := range verdicts {
 			var internal interface{ Internal() bool }

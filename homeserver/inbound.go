@@ -53,12 +53,25 @@ func dropped(format string, args ...any) error {
 // cannot be computed (not JSON objects, for instance) are logged and left
 // out. PDUs of one room are processed in depth order under the room's lock.
 func (e *Engine) ReceivePDUs(ctx context.Context, origin string, pdus [][]byte) map[string]error {
+	return e.ReceivePDUTrees(ctx, origin, pdus, nil)
+}
+
+// ReceivePDUTrees is ReceivePDUs for PDUs the caller already parsed:
+// trees[i], when trees is not nil, is pdus[i] as rooms.ParseJSON returns
+// it (the X-Matrix check of a /send request parses the whole body).
+func (e *Engine) ReceivePDUTrees(ctx context.Context, origin string, pdus [][]byte, trees []any) map[string]error {
 	results := make(map[string]error, len(pdus))
 	var order []*roomPDUs
 	byRoom := map[string]*roomPDUs{}
-	for _, raw := range pdus {
-		// Parsed once here, for the room ID and for the event itself.
-		tree, err := rooms.ParseJSON(raw)
+	for i, raw := range pdus {
+		// Parsed once, for the room ID and for the event itself.
+		var tree any
+		var err error
+		if trees != nil && trees[i] != nil {
+			tree = trees[i]
+		} else {
+			tree, err = rooms.ParseJSON(raw)
+		}
 		roomID := ""
 		if err == nil {
 			obj, _ := tree.(map[string]any)
