@@ -21,6 +21,19 @@
 // returns, so an answered /send survives kill -9 and power loss. NORMAL
 // (Options.Synchronous) survives process crashes only.
 //
+// A few writes are relaxed on purpose: bookkeeping whose loss costs only
+// repeated work commits with NORMAL even under FULL (a destination's
+// transaction in flight, its completion and backoff, and the stored
+// answer to an inbound transaction, whose events were committed durably
+// before it). In WAL mode they survive a crash of the process, and the
+// next flushed commit makes them durable too; a power cut can only make
+// a transaction go again or be processed again.
+//
+// Concurrent event writes ([DB.PersistEvents], [DB.PersistEventsForTxn])
+// share one commit: the first writer commits what the others queued
+// meanwhile, each in a savepoint of its own, and every caller returns once
+// the shared commit is durable.
+//
 // # Storage model
 //
 // Events, rooms, (type, state_key) pairs and snapshots have integer IDs.
