@@ -370,6 +370,45 @@ func TestServeJoin_OmitMembers(t *testing.T) {
 		Query: url.Values{"omit_members": {"yes"}}, Body: json.RawMessage(join.JSON()),
 	})
 	requireMatrixError(t, err, 400, "M_INVALID_PARAM", "omit_members")
+
+	// A room with neither name nor alias: the answer keeps the
+	// memberships of up to five heroes, never the joiner's.
+	alice := a.User("alice")
+	unnamed, err := a.Engine.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: "12", Preset: homeserver.PresetPublicChat})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 6; i++ {
+		if _, err := a.Engine.JoinRoom(ctx, unnamed, a.User(fmt.Sprintf("h%d", i)), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, raw, err = b.Client.MakeJoin(ctx, a.Name, unnamed, bob, rooms.SupportedVersionIDs()); err != nil {
+		t.Fatal(err)
+	}
+	tmpl = templateOf(t, raw)
+	tmpl.Content = map[string]any{"membership": "join"}
+	tmpl.OriginServerTS = time.Now().UnixMilli()
+	if join, err = rooms.BuildEvent(v, tmpl, b.Own.Signer(b.Name)); err != nil {
+		t.Fatal(err)
+	}
+	state, _, _, omitted, _, err = b.Client.SendJoinOmitMembers(ctx, a.Name, unnamed, join.EventID(), join.JSON())
+	if err != nil || !omitted {
+		t.Fatalf("send_join into the unnamed room: omitted %v, %v", omitted, err)
+	}
+	var heroes []string
+	for _, r := range state {
+		ev, err := rooms.ParseEvent(v, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sk, _ := ev.StateKey(); ev.Type() == "m.room.member" {
+			heroes = append(heroes, sk)
+		}
+	}
+	if len(heroes) != 5 || slices.Contains(heroes, bob) {
+		t.Fatalf("heroes of the unnamed room: %v, want five members other than the joiner", heroes)
+	}
 }
 
 // requireMatrixError fails unless err is a Matrix error with the status
