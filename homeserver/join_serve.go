@@ -358,19 +358,21 @@ func (e *Engine) requireJoinedHere(ctx context.Context, roomID string) error {
 const maxHeroes = 5
 
 // withoutMembers returns state without its membership events, for a
-// partial send_join answer. A room with neither an m.room.name nor an
-// m.room.canonical_alias keeps the memberships of its heroes, as the spec
-// requires so that the joiner can name the room: up to five joined or
-// invited members other than the joiner, by user ID.
+// partial send_join answer. The joiner's own membership (an invite, say)
+// stays: its join names it as an auth event. A room with neither an
+// m.room.name nor an m.room.canonical_alias keeps the memberships of its
+// heroes, as the spec requires so that the joiner can name the room: up
+// to five joined or invited members other than the joiner, by user ID.
 func (e *Engine) withoutMembers(ctx context.Context, state store.StateMap, joiner string) (store.StateMap, error) {
 	_, named := state[store.StateKey{Type: "m.room.name"}]
 	_, aliased := state[store.StateKey{Type: "m.room.canonical_alias"}]
 	out := make(store.StateMap, len(state))
 	var members []store.StateKey
 	for k, id := range state {
-		if k.Type != "m.room.member" {
+		switch {
+		case k.Type != "m.room.member", k.StateKey == joiner:
 			out[k] = id
-		} else if k.StateKey != joiner {
+		default:
 			members = append(members, k)
 		}
 	}

@@ -132,10 +132,11 @@ func (e *Engine) refuseIfPartial(ctx context.Context, roomID, what string) error
 }
 
 // partialJoinerOf returns the remote as a PartialJoiner when this join
-// should ask for partial state: partial-state joins are on, the remote
-// can do them, and this server holds nothing of the room yet (a room held
-// before is rejoined through the inbound pipeline, which needs its state
-// whole).
+// should ask for partial state: partial-state joins are on, the
+// background resyncs run, the remote can do them, and this server is not
+// in the room (a room we are in takes the join through the inbound
+// pipeline, which needs its state whole; an invite or an old membership
+// is no obstacle).
 func (e *Engine) partialJoinerOf(ctx context.Context, joiner Joiner, roomID string) (PartialJoiner, bool) {
 	if !e.PartialStateJoins || !e.backgroundReady() {
 		return nil, false
@@ -144,7 +145,7 @@ func (e *Engine) partialJoinerOf(ctx context.Context, joiner Joiner, roomID stri
 	if !ok {
 		return nil, false
 	}
-	if _, err := e.Store.Room(ctx, roomID); !errors.Is(err, store.ErrNotFound) {
+	if _, in, err := e.roomVersion(ctx, roomID); err != nil || in {
 		return nil, false
 	}
 	return pj, true

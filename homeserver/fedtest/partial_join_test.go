@@ -423,3 +423,50 @@ func requireMatrixError(t *testing.T, err error, status int, code, text string) 
 		t.Fatalf("got %d %s %q, want %d %s mentioning %q", he.Status, he.ErrCode, he.Message, status, code, text)
 	}
 }
+
+// TestPartialJoin_InviteOnly: B's user, invited into an invite-only room
+// of A (B holds the invite), joins with partial state; the partial state
+// authorises the join by the invite, and the resync completes.
+func TestPartialJoin_InviteOnly(t *testing.T) {
+	t.Parallel()
+	nodes := startDeliveringNodes(t, 2)
+	a, b := nodes[0], nodes[1]
+	enablePartialJoins(t, b, nil)
+	ctx := testContext(t)
+	alice, bob := a.User("alice"), b.User("bob")
+	registerUsers(t, b, bob)
+	roomID, err := a.Engine.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: "10", Preset: homeserver.PresetPrivateChat, Name: "private"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		u := a.User(fmt.Sprintf("p%d", i))
+		if _, err := a.Engine.Invite(ctx, roomID, alice, u); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Engine.JoinRoom(ctx, roomID, u, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := a.Engine.Invite(ctx, roomID, alice, bob); err != nil {
+		t.Fatal(err)
+	}
+	join, err := b.Engine.JoinRoom(ctx, roomID, bob, []string{a.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFullState(t, b, roomID)
+	hello := b.Say(t, roomID, bob, "hello")
+	a.WaitEvent(t, hello)
+	if got, want := joinedMembers(t, b, roomID), joinedMembers(t, a, roomID); !slices.Equal(got, want) || len(got) != 5 {
+		t.Fatalf("B's members after the resync:\n%v\nA's:\n%v", got, want)
+	}
+	before, err := b.DB.StateBefore(ctx, join.EventID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := before[store.StateKey{Type: "m.room.member", StateKey: a.User("p1")}]; !ok {
+		t.Fatal("the state before B's join lacks a member after the resync")
+	}
+	requireSameState(t, roomID, a, b)
+}
