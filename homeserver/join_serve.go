@@ -217,7 +217,7 @@ func (e *Engine) sendJoin(ctx context.Context, origin, roomID, eventID string, r
 		return nil, nil, nil, nil, fmt.Errorf("send_join: state before the join: %w", err)
 	}
 	if omitMembers {
-		if before, err = e.withoutMembers(ctx, before, ev.Sender()); err != nil {
+		if before, err = e.withoutMembers(ctx, before, ev); err != nil {
 			return nil, nil, nil, nil, fmt.Errorf("send_join: %w", err)
 		}
 	}
@@ -357,22 +357,28 @@ func (e *Engine) requireJoinedHere(ctx context.Context, roomID string) error {
 // (the client-server API's m.heroes).
 const maxHeroes = 5
 
-// withoutMembers returns state without its membership events, for a
-// partial send_join answer. The joiner's own membership (an invite, say)
-// stays: its join names it as an auth event. A room with neither an
+// withoutMembers returns state without its membership events, for the
+// partial send_join answer to join. The memberships the join names as
+// auth events stay (the joiner's invite, a restricted join's authoriser):
+// the joiner needs them to authorise its join. A room with neither an
 // m.room.name nor an m.room.canonical_alias keeps the memberships of its
 // heroes, as the spec requires so that the joiner can name the room: up
 // to five joined or invited members other than the joiner, by user ID.
-func (e *Engine) withoutMembers(ctx context.Context, state store.StateMap, joiner string) (store.StateMap, error) {
+func (e *Engine) withoutMembers(ctx context.Context, state store.StateMap, join *rooms.Event) (store.StateMap, error) {
+	joiner := join.Sender()
+	authOfJoin := make(map[string]bool, len(join.AuthEvents()))
+	for _, id := range join.AuthEvents() {
+		authOfJoin[id] = true
+	}
 	_, named := state[store.StateKey{Type: "m.room.name"}]
 	_, aliased := state[store.StateKey{Type: "m.room.canonical_alias"}]
 	out := make(store.StateMap, len(state))
 	var members []store.StateKey
 	for k, id := range state {
 		switch {
-		case k.Type != "m.room.member", k.StateKey == joiner:
+		case k.Type != "m.room.member", authOfJoin[id]:
 			out[k] = id
-		default:
+		case k.StateKey != joiner:
 			members = append(members, k)
 		}
 	}

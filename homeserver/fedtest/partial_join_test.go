@@ -431,7 +431,8 @@ func TestPartialJoin_InviteOnly(t *testing.T) {
 	t.Parallel()
 	nodes := startDeliveringNodes(t, 2)
 	a, b := nodes[0], nodes[1]
-	enablePartialJoins(t, b, nil)
+	gate := make(chan struct{})
+	enablePartialJoins(t, b, gate)
 	ctx := testContext(t)
 	alice, bob := a.User("alice"), b.User("bob")
 	registerUsers(t, b, bob)
@@ -455,6 +456,10 @@ func TestPartialJoin_InviteOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !b.Engine.PartialState(ctx, roomID) {
+		t.Fatal("B's join was not partial")
+	}
+	close(gate)
 	waitFullState(t, b, roomID)
 	hello := b.Say(t, roomID, bob, "hello")
 	a.WaitEvent(t, hello)
@@ -469,4 +474,47 @@ func TestPartialJoin_InviteOnly(t *testing.T) {
 		t.Fatal("the state before B's join lacks a member after the resync")
 	}
 	requireSameState(t, roomID, a, b)
+}
+
+// TestPartialJoin_Restricted: B's user joins a restricted room with
+// partial state; A authorises the join, and its partial answer keeps
+// the authoriser's membership, an auth event of the join.
+func TestPartialJoin_Restricted(t *testing.T) {
+	t.Parallel()
+	nodes := startDeliveringNodes(t, 2)
+	a, b := nodes[0], nodes[1]
+	gate := make(chan struct{})
+	enablePartialJoins(t, b, gate)
+	ctx := testContext(t)
+	alice, bob := a.User("alice"), b.User("bob")
+	space, err := a.Engine.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: "12", Preset: homeserver.PresetPublicChat, Name: "space"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	restricted, err := a.Engine.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: "12", Preset: homeserver.PresetPrivateChat, Name: "restricted"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.SetState(t, restricted, alice, "m.room.join_rules", "", map[string]any{
+		"join_rule": "restricted", "allow": []any{map[string]any{"type": "m.room_membership", "room_id": space}},
+	})
+	if _, err := b.Engine.JoinRoom(ctx, space, bob, []string{a.Name}); err != nil {
+		t.Fatal(err)
+	}
+	join, err := b.Engine.JoinRoom(ctx, restricted, bob, []string{a.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if join.Content()["join_authorised_via_users_server"] != alice {
+		t.Fatalf("restricted join %s", join.JSON())
+	}
+	if !b.Engine.PartialState(ctx, space) || !b.Engine.PartialState(ctx, restricted) {
+		t.Fatal("B's joins were not partial")
+	}
+	close(gate)
+	waitFullState(t, b, space)
+	waitFullState(t, b, restricted)
+	hello := b.Say(t, restricted, bob, "hello")
+	a.WaitEvent(t, hello)
+	requireSameState(t, restricted, a, b)
 }
