@@ -15,6 +15,10 @@ import (
 // fetch a partial room's full state.
 const maxPartialResyncBackoff = 5 * time.Minute
 
+// resyncPersistChunk is how many events of a fetched full state one
+// database transaction writes.
+const resyncPersistChunk = 4096
+
 // errNoLongerPartial ends a resync whose room needs none any more: it
 // completed elsewhere, or we left the room.
 var errNoLongerPartial = errors.New("the room's state is no longer partial")
@@ -184,21 +188,37 @@ func (e *Engine) resyncFrom(ctx context.Context, rec store.PartialRoom, server s
 		}
 		batch.Events = append(batch.Events, ne)
 	}
-	if err := e.persist(ctx, batch); err != nil {
-		return fmt.Errorf("persist the full state: %w", err)
+	// In transactions of a few thousand events: the room is in use
+	// meanwhile, and one transaction of a big room's whole state would
+	// hold every other write of the server for seconds. Outliers need no
+	// order among themselves (an edge to an event of a later transaction
+	// waits as a placeholder), and a retry skips what is held.
+	for start := 0; start < len(batch.Events); start += resyncPersistChunk {
+		chunk := store.Batch{Events: batch.Events[start:min(start+resyncPersistChunk, len(batch.Events))]}
+		if err := e.persist(ctx, chunk); err != nil {
+			return fmt.Errorf("persist the full state: %w", err)
+		}
 	}
 	return e.completeResync(ctx, v, rec, joinSE.Event, js.state)
 }
 
 // completeResync installs full, the verified state before our join: the
-// join and every event taken in since get the state recomputed from it
+// join gets it as its state before, and every event taken in since gets
+// its state recomputed from it
 // (each from the states after its prev events, resolved when several),
 // the current state is recomputed from the forward extremities, and the
 // room's partial record goes, all in one transaction.
 func (e *Engine) completeResync(ctx context.Context, v rooms.Version, rec store.PartialRoom, join *rooms.Event, full rooms.StateMap) error {
 	roomID := rec.RoomID
+	// The full state before the join, the biggest write, goes first
+	// without the room's lock, which users' sends wait for. Events judged
+	// meanwhile are restated below in any case.
+	if err := e.Store.RestateEvents(ctx, roomID, []store.Restated{{EventID: join.EventID(), StateBefore: store.StateRef{Changes: toStore(full)}}}); err != nil {
+		return err
+	}
 	unlock := e.lockRoom(roomID)
 	defer unlock()
+	locked := e.now()
 	if cur, err := e.Store.PartialStateRoom(ctx, roomID); errors.Is(err, store.ErrNotFound) || (err == nil && cur.JoinEventID != rec.JoinEventID) {
 		return errNoLongerPartial
 	} else if err != nil {
@@ -229,7 +249,7 @@ func (e *Engine) completeResync(ctx context.Context, v rooms.Version, rec store.
 		after[id] = m
 		return m, nil
 	}
-	restated := []store.Restated{{EventID: join.EventID(), StateBefore: store.StateRef{Changes: toStore(full)}}}
+	var restated []store.Restated
 	src := &eventSource{ctx: ctx, e: e}
 	disallowed := 0
 	for _, id := range prevsFirst(since, held) {
@@ -311,6 +331,7 @@ func (e *Engine) completeResync(ctx context.Context, v rooms.Version, rec store.
 		}
 		current.Changes = deltaFrom(states[0], resolved)
 	}
+	computed := e.now()
 	if err := e.Store.CompletePartialState(ctx, roomID, restated, current); err != nil {
 		return err
 	}
@@ -322,7 +343,7 @@ func (e *Engine) completeResync(ctx context.Context, v rooms.Version, rec store.
 	}
 	e.setPartial(rec, false)
 	e.Logger.Info().Str(fieldRoomID, roomID).Int("state_events", len(full)).Int("restated_events", len(restated)).Int("disallowed_by_full_state", disallowed).
-		Msg("full state installed")
+		Dur("recompute", computed.Sub(locked)).Dur("write", e.now().Sub(computed)).Msg("full state installed")
 	return nil
 }
 

@@ -148,7 +148,7 @@ type Restated struct {
 func (db *DB) CompletePartialState(ctx context.Context, roomID string, evs []Restated, current StateRef) error {
 	w, err := db.writeGrouped(ctx, func(t *txn) (*wtx, error) {
 		w := db.newWtx(t)
-		return w, w.restate(roomID, evs, current)
+		return w, w.restate(roomID, evs, &current)
 	})
 	if err != nil {
 		return fmt.Errorf("store: complete partial state of %s: %w", roomID, err)
@@ -157,7 +157,26 @@ func (db *DB) CompletePartialState(ctx context.Context, roomID string, evs []Res
 	return nil
 }
 
-func (w *wtx) restate(roomID string, evs []Restated, current StateRef) error {
+// RestateEvents replaces the states before held events of a room (as
+// CompletePartialState does) without touching the room's current state
+// or its partial-state record: the big first step of a completion (the
+// full state before the join) can be written without holding up the
+// room, and the rest completed after.
+func (db *DB) RestateEvents(ctx context.Context, roomID string, evs []Restated) error {
+	w, err := db.writeGrouped(ctx, func(t *txn) (*wtx, error) {
+		w := db.newWtx(t)
+		return w, w.restate(roomID, evs, nil)
+	})
+	if err != nil {
+		return fmt.Errorf("store: restate events of %s: %w", roomID, err)
+	}
+	w.committed()
+	return nil
+}
+
+// restate writes the new states of evs; with current, it also sets the
+// room's current state and drops its partial-state record.
+func (w *wtx) restate(roomID string, evs []Restated, current *StateRef) error {
 	if w.t.lastNID > 0 {
 		w.nextNID = w.t.lastNID
 	} else if err := w.t.queryRow(w.db.d.maxEventNID).Scan(&w.nextNID); err != nil {
@@ -199,15 +218,17 @@ func (w *wtx) restate(roomID string, evs []Restated, current StateRef) error {
 			r.rejected = true
 		}
 	}
-	snap, err := w.resolveState(&current)
-	if err != nil {
-		return fmt.Errorf("current state: %w", err)
-	}
-	if err := w.setCurrentState(snap); err != nil {
-		return fmt.Errorf("current state: %w", err)
-	}
-	if _, err := w.t.exec(`DELETE FROM partial_state_rooms WHERE room_id = ?`, roomID); err != nil {
-		return err
+	if current != nil {
+		snap, err := w.resolveState(current)
+		if err != nil {
+			return fmt.Errorf("current state: %w", err)
+		}
+		if err := w.setCurrentState(snap); err != nil {
+			return fmt.Errorf("current state: %w", err)
+		}
+		if _, err := w.t.exec(`DELETE FROM partial_state_rooms WHERE room_id = ?`, roomID); err != nil {
+			return err
+		}
 	}
 	if err := w.flushAll(); err != nil {
 		return err

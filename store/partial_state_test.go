@@ -83,8 +83,18 @@ func TestPartialState_Complete(t *testing.T) {
 	persist(t, db, store.Batch{Events: []store.NewEvent{{Event: bob, Outcome: store.Outlier}}})
 	// The topic, accepted under partial state, turns out to be disallowed:
 	// it is rejected, and the state after it is the state before it.
+	// The join's full state first, on its own: the room stays partial and
+	// its current state is untouched.
+	if err := db.RestateEvents(ctx, r.id, []store.Restated{{EventID: join.EventID(), StateBefore: store.StateRef{Changes: full}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.PartialStateRoom(ctx, r.id); err != nil {
+		t.Fatalf("the room is no longer partial after restating its join: %v", err)
+	}
+	if cur, err := db.CurrentState(ctx, r.id); err != nil || cur[store.StateKey{Type: "m.room.member", StateKey: "@bob:c.test"}] != "" {
+		t.Fatalf("restating the join changed the current state: %v", err)
+	}
 	err = db.CompletePartialState(ctx, r.id, []store.Restated{
-		{EventID: join.EventID(), StateBefore: store.StateRef{Changes: full}},
 		{EventID: msg.EventID(), StateBefore: store.StateRef{AfterEvent: join.EventID()}},
 		{EventID: topic.EventID(), StateBefore: store.StateRef{AfterEvent: msg.EventID()}, RejectedReason: "not allowed by the full state"},
 	}, store.StateRef{AfterEvent: topic.EventID()})
