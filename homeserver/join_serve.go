@@ -31,9 +31,6 @@ func (e *IncompatibleVersionError) IncompatibleRoomVersion() string { return e.V
 // user may join by the current state. It returns the room version and the
 // template's JSON (unsigned, without hashes).
 func (e *Engine) MakeJoin(ctx context.Context, origin, roomID, userID string, versions []string) (string, []byte, error) {
-	if err := e.refuseJoinIfPartial(ctx, roomID, "make_join"); err != nil {
-		return "", nil, err
-	}
 	return e.makeMember(ctx, origin, roomID, userID, "join", versions)
 }
 
@@ -54,6 +51,15 @@ func (e *Engine) refuseJoinIfPartial(ctx context.Context, roomID, what string) e
 // nil, must hold the room's version.
 func (e *Engine) makeMember(ctx context.Context, origin, roomID, userID, membership string, versions []string) (string, []byte, error) {
 	what := "make_" + membership
+	// Our partial state lacks most memberships, the requester's among
+	// them: another server of the room must answer.
+	if membership == "join" {
+		if err := e.refuseJoinIfPartial(ctx, roomID, what); err != nil {
+			return "", nil, err
+		}
+	} else if err := e.refuseIfPartial(ctx, roomID, what); err != nil {
+		return "", nil, err
+	}
 	user, err := rooms.ParseUserID(userID)
 	if err != nil {
 		return "", nil, badRequest("%s: user: %v", what, err)
@@ -274,6 +280,9 @@ func checkMembershipEvent(ev *rooms.Event, origin, roomID, eventID, membership s
 // acceptMembership runs a checked membership event of origin through the
 // inbound pipeline; anything but acceptance is a refusal.
 func (e *Engine) acceptMembership(ctx context.Context, origin, roomID string, ev *rooms.Event) error {
+	if err := e.refuseIfPartial(ctx, roomID, "send_"+ev.Membership()); err != nil {
+		return err
+	}
 	unlock := e.lockRoom(roomID)
 	defer unlock()
 	h, err := e.head(ctx, roomID)

@@ -218,6 +218,8 @@ func TestPartialJoin(t *testing.T) {
 	requireMatrixError(t, err, 400, "M_UNABLE_TO_GRANT_JOIN", "partial state")
 	_, err = a.Client.Backfill(ctx, b.Name, roomID, []string{hello}, 10)
 	requireMatrixError(t, err, 404, "M_NOT_FOUND", "partial state")
+	_, _, err = c.Client.MakeLeave(ctx, b.Name, roomID, carol)
+	requireMatrixError(t, err, 404, "M_NOT_FOUND", "partial state")
 
 	// The resync completes: B's members and state are A's.
 	close(gate)
