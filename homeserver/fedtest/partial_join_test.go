@@ -17,6 +17,15 @@ import (
 	"github.com/ferry-matrix/ferry/store"
 )
 
+// The federation client joins with partial state and fetches full
+// states for the engine; the engine serves partial send_join answers.
+var (
+	_ homeserver.PartialJoiner      = (*federation.Client)(nil)
+	_ homeserver.FullStateFetcher   = (*federation.Client)(nil)
+	_ federation.PartialJoinHandler = (*homeserver.Engine)(nil)
+	_ homeserver.FullStateFetcher   = (*gatedRemote)(nil)
+)
+
 // gatedRemote is a node's remote whose /state requests (the full-state
 // fetch of a partial join's resync) wait until the gate opens: the test
 // decides when the resync may complete.
