@@ -68,7 +68,7 @@ func (e *Engine) WaitPartialResyncs() { e.partial.wg.Wait() }
 func (e *Engine) backgroundReady() bool {
 	e.partial.mu.Lock()
 	defer e.partial.mu.Unlock()
-	return e.partial.ctx != nil
+	return e.partial.ctx != nil && e.partial.ctx.Err() == nil
 }
 
 // startResync runs the resync of a partial room in the background unless
@@ -77,7 +77,8 @@ func (e *Engine) startResync(rec store.PartialRoom) {
 	p := &e.partial
 	p.mu.Lock()
 	ctx := p.ctx
-	if ctx == nil || p.running[rec.RoomID] {
+	if ctx == nil || ctx.Err() != nil || p.running[rec.RoomID] {
+		// Not started, shutting down (a restart resumes it), or running.
 		p.mu.Unlock()
 		return
 	}
