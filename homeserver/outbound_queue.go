@@ -160,6 +160,9 @@ func (e *Engine) sendEDU(ctx context.Context, roomID, eduType string, content ma
 	if err != nil {
 		return fmt.Errorf("%s EDU: %w", eduType, err)
 	}
+	// While the room's state is partial, its other servers are those the
+	// resident named, not only those of the memberships held.
+	servers = e.partialDestinations(ctx, roomID, &joinedCache{servers: servers}).servers
 	dests := e.allowedDestinations(servers, acl)
 	if len(dests) == 0 {
 		return nil

@@ -170,6 +170,12 @@ func TestPartialJoin(t *testing.T) {
 	// A member of C whose membership B lacks is heard.
 	reply := c.Say(t, roomID, carol, "hi bob")
 	b.WaitEvent(t, reply)
+	// Typing goes to the servers the resident named as well: C's users are
+	// not in B's partial state.
+	if err := b.Engine.SendTyping(ctx, roomID, bob, true); err != nil {
+		t.Fatal(err)
+	}
+	c.waitTyping(t, bob)
 
 	// A user of C who never joined: refused by A (full state) and by B
 	// (partial state) alike.
@@ -528,4 +534,31 @@ func TestPartialJoin_Restricted(t *testing.T) {
 	hello := b.Say(t, restricted, bob, "hello")
 	a.WaitEvent(t, hello)
 	requireSameState(t, restricted, a, b)
+}
+
+// waitTyping waits until the server's host log holds an m.typing EDU that
+// names user, woken by the log.
+func (n *node) waitTyping(t *testing.T, user string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(testContext(t), waitTimeout)
+	defer cancel()
+	for after := int64(0); ; {
+		head, err := n.DB.HostLogHead(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		records, err := n.DB.ReadHostLog(ctx, after, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range records {
+			after = r.Pos
+			if r.Kind == store.HostEDU && strings.Contains(string(r.Payload), `"m.typing"`) && strings.Contains(string(r.Payload), user) {
+				return
+			}
+		}
+		if err := n.DB.WaitHostLog(ctx, head); err != nil {
+			t.Fatalf("%s: waiting for %s's typing: %v", n.Name, user, err)
+		}
+	}
 }
