@@ -166,23 +166,8 @@ func (e *Engine) joinVia(ctx context.Context, joiner Joiner, server, roomID, use
 	if err != nil {
 		return nil, fmt.Errorf("send_join: %w", err)
 	}
-	if rawJoin != nil {
-		// The resident may have added its signature (restricted rooms);
-		// the event ID, which signatures do not cover, must not change.
-		returned, err := rooms.ParseEvent(v, rawJoin)
-		if err != nil {
-			return nil, fmt.Errorf("send_join: event: %w", err)
-		}
-		if returned.EventID() != join.EventID() {
-			return nil, fmt.Errorf("send_join: the returned join is %s, not the %s we sent", returned.EventID(), join.EventID())
-		}
-		if e.Keys == nil {
-			return nil, errors.New("no key source to verify signatures")
-		}
-		if err := rooms.VerifyEventSignatures(returned, e.Keys.KeyLookup(ctx)); err != nil {
-			return nil, fmt.Errorf("send_join: the returned join: %w", err)
-		}
-		join = returned
+	if join, err = e.returnedJoin(ctx, v, join, rawJoin); err != nil {
+		return nil, err
 	}
 	checked, err := e.verifyJoinResponse(ctx, v, roomID, join, rawState, rawChain)
 	if err != nil {
@@ -192,6 +177,31 @@ func (e *Engine) joinVia(ctx context.Context, joiner Joiner, server, roomID, use
 		return nil, err
 	}
 	return join, nil
+}
+
+// returnedJoin is the join a resident's send_join answer carries back
+// (raw; nil when none): the resident may have added its signature
+// (restricted rooms), but the event ID, which signatures do not cover,
+// must not change, and the signatures must verify. Without one, the join
+// sent stands.
+func (e *Engine) returnedJoin(ctx context.Context, v rooms.Version, join *rooms.Event, raw []byte) (*rooms.Event, error) {
+	if raw == nil {
+		return join, nil
+	}
+	returned, err := rooms.ParseEvent(v, raw)
+	if err != nil {
+		return nil, fmt.Errorf("send_join: event: %w", err)
+	}
+	if returned.EventID() != join.EventID() {
+		return nil, fmt.Errorf("send_join: the returned join is %s, not the %s we sent", returned.EventID(), join.EventID())
+	}
+	if e.Keys == nil {
+		return nil, errors.New("no key source to verify signatures")
+	}
+	if err := rooms.VerifyEventSignatures(returned, e.Keys.KeyLookup(ctx)); err != nil {
+		return nil, fmt.Errorf("send_join: the returned join: %w", err)
+	}
+	return returned, nil
 }
 
 // localJoinContent is the content of a join of a local user into a room we

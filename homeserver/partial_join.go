@@ -2,7 +2,6 @@ package homeserver
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -161,23 +160,8 @@ func (e *Engine) joinPartially(ctx context.Context, pj PartialJoiner, server, ro
 	if err != nil {
 		return nil, fmt.Errorf("send_join: %w", err)
 	}
-	if ans.Event != nil {
-		// The resident may have added its signature (restricted rooms);
-		// the event ID, which signatures do not cover, must not change.
-		returned, err := rooms.ParseEvent(v, ans.Event)
-		if err != nil {
-			return nil, fmt.Errorf("send_join: event: %w", err)
-		}
-		if returned.EventID() != join.EventID() {
-			return nil, fmt.Errorf("send_join: the returned join is %s, not the %s we sent", returned.EventID(), join.EventID())
-		}
-		if e.Keys == nil {
-			return nil, errors.New("no key source to verify signatures")
-		}
-		if err := rooms.VerifyEventSignatures(returned, e.Keys.KeyLookup(ctx)); err != nil {
-			return nil, fmt.Errorf("send_join: the returned join: %w", err)
-		}
-		join = returned
+	if join, err = e.returnedJoin(ctx, v, join, ans.Event); err != nil {
+		return nil, err
 	}
 	state := ans.State
 	if ans.MembersOmitted {
