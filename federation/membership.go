@@ -144,18 +144,23 @@ func handleSendJoin(h MembershipHandler) authedHandlerFunc {
 		if err != nil {
 			return incompatibleVersion(err)
 		}
-		body := map[string]any{
-			"state":           rawEvents(state),
-			"auth_chain":      rawEvents(chain),
-			"members_omitted": false,
-			"servers_in_room": nonNil(servers),
-		}
-		if len(join) > 0 {
-			body["event"] = json.RawMessage(join)
-		}
-		writeJSON(w, http.StatusOK, body)
+		writeSendJoinAnswer(w, state, chain, join, servers, false)
 		return nil
 	}
+}
+
+// writeSendJoinAnswer writes a send_join v2 answer.
+func writeSendJoinAnswer(w http.ResponseWriter, state, chain [][]byte, join []byte, servers []string, omitted bool) {
+	body := map[string]any{
+		"state":           rawEvents(state),
+		"auth_chain":      rawEvents(chain),
+		"members_omitted": omitted,
+		"servers_in_room": nonNil(servers),
+	}
+	if len(join) > 0 {
+		body["event"] = json.RawMessage(join)
+	}
+	writeJSON(w, http.StatusOK, body)
 }
 
 // maxSendJoinResponseBytes bounds a send_join answer: the whole state of

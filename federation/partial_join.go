@@ -55,16 +55,7 @@ func handleSendJoinOmitting(h MembershipHandler) authedHandlerFunc {
 		if err != nil {
 			return incompatibleVersion(err)
 		}
-		body := map[string]any{
-			"state":           rawEvents(state),
-			"auth_chain":      rawEvents(chain),
-			"members_omitted": omitted,
-			"servers_in_room": nonNil(servers),
-		}
-		if len(join) > 0 {
-			body["event"] = json.RawMessage(join)
-		}
-		writeJSON(w, http.StatusOK, body)
+		writeSendJoinAnswer(w, state, chain, join, servers, omitted)
 		return nil
 	}
 }
