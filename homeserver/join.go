@@ -169,7 +169,7 @@ func (e *Engine) joinVia(ctx context.Context, joiner Joiner, server, roomID, use
 	if join, err = e.returnedJoin(ctx, v, join, rawJoin); err != nil {
 		return nil, err
 	}
-	checked, err := e.verifyJoinResponse(ctx, v, roomID, join, rawState, rawChain)
+	checked, err := e.verifyJoinAnswer(ctx, v, roomID, join, rawState, rawChain)
 	if err != nil {
 		return nil, fmt.Errorf("send_join: %w", err)
 	}
@@ -285,121 +285,201 @@ func memberTemplate(raw []byte, roomID, userID, membership string) (rooms.EventT
 	}, nil
 }
 
+// joinChunk is how many state events of a send_join answer are parsed
+// and checked at once, and how many outliers are written per
+// transaction: a big room's answer is never held parsed all at once.
+const joinChunk = 4096
+
 // joinState is a verified send_join answer.
 type joinState struct {
-	state  rooms.StateMap
-	events map[string]*rooms.Event // every usable event of state and auth chain
+	version rooms.Version
+	state   rooms.StateMap
+	// events are the usable events of state and auth chain held parsed:
+	// every one of them from verifyJoinResponse; from verifyJoinAnswer the
+	// auth chain and the state events whose auth is judged last.
+	events map[string]*rooms.Event
+	// compact holds the canonical JSON of verified, authorised state
+	// events no other event's auth needs (verifyJoinAnswer): a parsed
+	// event is several times the size of its JSON, and a room of 100,000
+	// members would otherwise be held parsed whole.
+	compact map[string][]byte
+	// joined marks the compact events that are joins.
+	joined map[string]bool
 	// rejected are auth chain events that failed auth; they are stored
 	// as rejected so they are not fetched again.
 	rejected map[string]string
 	servers  []string // servers with joined members in the state
 }
 
-// verifyJoinResponse checks every event of a send_join answer: format
+// event returns a verified event of the answer, parsing it again from its
+// canonical JSON when it is held compact (and keeping it parsed then).
+func (js *joinState) event(id string) *rooms.Event {
+	if ev, ok := js.events[id]; ok {
+		return ev
+	}
+	raw, ok := js.compact[id]
+	if !ok {
+		return nil
+	}
+	ev, err := rooms.ParseEventTrusted(js.version, raw, id)
+	if err != nil {
+		// Our own canonical encoding of an event that parsed before.
+		return nil
+	}
+	js.events[id] = ev
+	delete(js.compact, id)
+	return ev
+}
+
+// inflate parses every compact event again (on every CPU), for callers
+// that read events directly.
+func (js *joinState) inflate() error {
+	ids := make([]string, 0, len(js.compact))
+	for id := range js.compact {
+		ids = append(ids, id)
+	}
+	parsed := make([]*rooms.Event, len(ids))
+	errs := make([]error, len(ids))
+	parallelEach(len(ids), func(i int) { parsed[i], errs[i] = rooms.ParseEventTrusted(js.version, js.compact[ids[i]], ids[i]) })
+	for i, id := range ids {
+		if errs[i] != nil {
+			return errs[i]
+		}
+		js.events[id] = parsed[i]
+	}
+	js.compact = map[string][]byte{}
+	return nil
+}
+
+// verifyJoinResponse is verifyJoinAnswer with every event of the answer
+// held parsed in the result's events.
+func (e *Engine) verifyJoinResponse(ctx context.Context, v rooms.Version, roomID string, join *rooms.Event, rawState, rawChain [][]byte) (*joinState, error) {
+	js, err := e.verifyJoinAnswer(ctx, v, roomID, join, rawState, rawChain)
+	if err != nil {
+		return nil, err
+	}
+	if err := js.inflate(); err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	return js, nil
+}
+
+// verifyJoinAnswer checks every event of a send_join answer: format
 // (parsed under the room's version), room, signatures and hashes, then
 // auth against its own auth events (in auth order); every state event must
 // pass, and the state must authorise the join.
 //
-// The entries of rawState and rawChain are cleared once parsed.
-func (e *Engine) verifyJoinResponse(ctx context.Context, v rooms.Version, roomID string, join *rooms.Event, rawState, rawChain [][]byte) (*joinState, error) {
+// The auth chain is parsed first and held; the state follows in chunks
+// of joinChunk, parsed and signature-checked on every CPU. When the auth
+// chain is closed (it names its own auth events, as the spec has it),
+// a state event whose auth events are all in it is judged at once and
+// kept only as canonical JSON (js.compact). The entries of rawState and
+// rawChain are cleared once parsed.
+func (e *Engine) verifyJoinAnswer(ctx context.Context, v rooms.Version, roomID string, join *rooms.Event, rawState, rawChain [][]byte) (*joinState, error) {
 	if e.Keys == nil {
 		return nil, errors.New("no key source to verify signatures")
 	}
 	keys := e.Keys.KeyLookup(ctx)
-	js := &joinState{state: rooms.StateMap{}, events: map[string]*rooms.Event{}, rejected: map[string]string{}}
+	js := &joinState{version: v, state: rooms.StateMap{}, events: map[string]*rooms.Event{},
+		compact: map[string][]byte{}, joined: map[string]bool{}, rejected: map[string]string{}}
 	stateIDs := map[string]bool{}
 	dropped := map[string]string{}
-	// Parsing and signature checks are most of a join's CPU: they run on
-	// every CPU first, each distinct event checked once; the answer is
-	// then read in order as if they ran inline.
-	all := make([][]byte, 0, len(rawState)+len(rawChain))
-	all = append(append(all, rawState...), rawChain...)
-	parsed := make([]*rooms.Event, len(all))
-	parseErrs := make([]error, len(all))
-	parallelEach(len(all), func(i int) { parsed[i], parseErrs[i] = rooms.ParseEvent(v, all[i]) })
-	// The events keep their own canonical bytes: the answer's copies go
-	// now, which matters for the answers of big rooms (tens of MB).
-	clear(all)
-	clear(rawState)
-	clear(rawChain)
-	firstOf := make(map[string]int, len(all))
-	var toCheck []int
-	for i, ev := range parsed {
-		if ev == nil || (ev.RoomID() != roomID && ev.Type() != "m.room.create") {
-			continue
-		}
-		if _, seen := firstOf[ev.EventID()]; !seen {
-			firstOf[ev.EventID()] = i
-			toCheck = append(toCheck, i)
-		}
+	known := func(id string) bool {
+		_, parsed := js.events[id]
+		_, compact := js.compact[id]
+		_, bad := dropped[id]
+		return parsed || compact || bad
 	}
-	checked := make([]*rooms.Event, len(all))
-	checkErrs := make([]error, len(all))
-	parallelEach(len(toCheck), func(j int) {
-		i := toCheck[j]
-		checked[i], checkErrs[i] = rooms.CheckEvent(parsed[i], keys)
-	})
-	take := func(i int, inState bool) error {
-		ev, err := parsed[i], parseErrs[i]
-		if err != nil {
+	// take parses and checks raws (on every CPU, each event not seen
+	// before once), then reads them in order as if that ran inline; it
+	// returns the events it added.
+	take := func(raws [][]byte, inState bool) ([]string, error) {
+		parsed := make([]*rooms.Event, len(raws))
+		parseErrs := make([]error, len(raws))
+		parallelEach(len(raws), func(i int) { parsed[i], parseErrs[i] = rooms.ParseEvent(v, raws[i]) })
+		// The events keep their own canonical bytes: the answer's
+		// copies go now.
+		clear(raws)
+		firstOf := map[string]int{}
+		var toCheck []int
+		for i, ev := range parsed {
+			if ev == nil || known(ev.EventID()) || (ev.RoomID() != roomID && ev.Type() != "m.room.create") {
+				continue
+			}
+			if _, seen := firstOf[ev.EventID()]; !seen {
+				firstOf[ev.EventID()] = i
+				toCheck = append(toCheck, i)
+			}
+		}
+		checked := make([]*rooms.Event, len(raws))
+		checkErrs := make([]error, len(raws))
+		parallelEach(len(toCheck), func(j int) {
+			i := toCheck[j]
+			checked[i], checkErrs[i] = rooms.CheckEvent(parsed[i], keys)
+		})
+		var added []string
+		for i, ev := range parsed {
+			if err := parseErrs[i]; err != nil {
+				if inState {
+					return nil, fmt.Errorf("state event: %w", err)
+				}
+				e.Logger.Warn().Err(err).Str(fieldRoomID, roomID).Msg("send_join: unparseable auth chain event left out")
+				continue
+			}
+			id := ev.EventID()
 			if inState {
-				return fmt.Errorf("state event: %w", err)
+				k, ok := rooms.StateTupleOf(ev)
+				if !ok {
+					return nil, fmt.Errorf("state event %s has no state key", id)
+				}
+				if other, dup := js.state[k]; dup && other != id {
+					return nil, fmt.Errorf("state holds both %s and %s for (%s, %s)", other, id, k.Type, k.StateKey)
+				}
+				js.state[k] = id
+				stateIDs[id] = true
 			}
-			e.Logger.Warn().Err(err).Str(fieldRoomID, roomID).Msg("send_join: unparseable auth chain event left out")
-			return nil
-		}
-		if inState {
-			k, ok := rooms.StateTupleOf(ev)
-			if !ok {
-				return fmt.Errorf("state event %s has no state key", ev.EventID())
+			if known(id) {
+				continue
 			}
-			if other, dup := js.state[k]; dup && other != ev.EventID() {
-				return fmt.Errorf("state holds both %s and %s for (%s, %s)", other, ev.EventID(), k.Type, k.StateKey)
+			first, sameRoom := firstOf[id]
+			if !sameRoom {
+				dropped[id] = "event of another room"
+				continue
 			}
-			js.state[k] = ev.EventID()
-			stateIDs[ev.EventID()] = true
+			if err := checkErrs[first]; err != nil {
+				dropped[id] = "signatures: " + err.Error()
+				continue
+			}
+			js.events[id] = checked[first]
+			added = append(added, id)
 		}
-		if _, seen := js.events[ev.EventID()]; seen {
-			return nil
-		}
-		if _, seen := dropped[ev.EventID()]; seen {
-			return nil
-		}
-		first, sameRoom := firstOf[ev.EventID()]
-		if !sameRoom {
-			dropped[ev.EventID()] = "event of another room"
-			return nil
-		}
-		if err := checkErrs[first]; err != nil {
-			dropped[ev.EventID()] = "signatures: " + err.Error()
-			return nil
-		}
-		js.events[ev.EventID()] = checked[first]
-		return nil
+		return added, nil
 	}
-	for i := range rawState {
-		if err := take(i, true); err != nil {
-			return nil, err
-		}
-	}
-	for i := range rawChain {
-		if err := take(len(rawState)+i, false); err != nil {
-			return nil, err
-		}
-	}
-	for id := range stateIDs {
-		if reason, bad := dropped[id]; bad {
-			return nil, fmt.Errorf("state event %s: %s", id, reason)
-		}
-	}
-	createID, ok := js.state[rooms.CreateTuple]
-	if !ok {
-		return nil, errors.New("the state has no create event")
-	}
-	create := js.events[createID]
-	if err := checkCreateNamesRoom(v, create, roomID); err != nil {
+
+	chainIDs, err := take(rawChain, false)
+	if err != nil {
 		return nil, err
 	}
+	inChain := make(map[string]bool, len(chainIDs))
+	for _, id := range chainIDs {
+		inChain[id] = true
+	}
+	// The create event the chain holds (the one naming this room): state
+	// events are judged against it before the state names its own.
+	var chainCreate *rooms.Event
+	closed := true
+	for _, id := range chainIDs {
+		ev := js.events[id]
+		if ev.Type() == "m.room.create" && checkCreateNamesRoom(v, ev, roomID) == nil {
+			chainCreate = ev
+		}
+		for _, a := range ev.AuthEvents() {
+			if !inChain[a] {
+				closed = false
+			}
+		}
+	}
+
 	// Auth every event against its auth events, dependencies first
 	// (iteratively: the chain's depth is the remote server's choice).
 	isRejected := func(x string) bool { _, r := js.rejected[x]; return r }
@@ -412,25 +492,25 @@ func (e *Engine) verifyJoinResponse(ctx context.Context, v rooms.Version, roomID
 		id   string
 		next int // index of the next auth event to look at
 	}
-	authInOrder := func(root string) error {
+	authInOrder := func(root string, create *rooms.Event) error {
 		stack := []frame{{id: root}}
 		for len(stack) > 0 {
 			top := len(stack) - 1
 			id := stack[top].id
-			ev := js.events[id]
 			if stack[top].next == 0 {
-				if ev == nil || mark[id] == done {
+				if mark[id] == done || js.event(id) == nil {
 					stack = stack[:top]
 					continue
 				}
 				mark[id] = visiting
 			}
+			ev := js.event(id)
 			auth := ev.AuthEvents()
 			if i := stack[top].next; i < len(auth) {
 				stack[top].next++
 				a := auth[i]
 				switch {
-				case js.events[a] == nil || mark[a] == done:
+				case mark[a] == done || js.event(a) == nil:
 				case mark[a] == visiting:
 					return fmt.Errorf("event %s is part of an auth_events cycle", a)
 				default:
@@ -440,7 +520,7 @@ func (e *Engine) verifyJoinResponse(ctx context.Context, v rooms.Version, roomID
 			}
 			var authEvs []*rooms.Event
 			for _, a := range auth {
-				if ae := js.events[a]; ae != nil {
+				if ae := js.event(a); ae != nil {
 					authEvs = append(authEvs, ae)
 				}
 			}
@@ -452,13 +532,85 @@ func (e *Engine) verifyJoinResponse(ctx context.Context, v rooms.Version, roomID
 		}
 		return nil
 	}
+	// State events are judged as they come once the create event is
+	// known: the chain's, or (room versions whose events do not name it)
+	// the state's own; until then they wait, parsed.
+	judgeCreate := chainCreate
+	var pending []string
+	chainJudged := false
+	judgePending := func() error {
+		if !chainJudged {
+			slices.Sort(chainIDs)
+			for _, id := range chainIDs {
+				if err := authInOrder(id, judgeCreate); err != nil {
+					return err
+				}
+			}
+			chainJudged = true
+		}
+		for _, id := range pending {
+			ev := js.events[id]
+			if ev == nil || slices.ContainsFunc(ev.AuthEvents(), func(a string) bool { return !inChain[a] }) {
+				continue // judged last, with the events it names
+			}
+			if err := authInOrder(id, judgeCreate); err != nil {
+				return err
+			}
+			if reason, bad := js.rejected[id]; bad {
+				return fmt.Errorf("state event %s fails auth: %s", id, reason)
+			}
+			js.compact[id] = ev.JSON()
+			if ev.Type() == "m.room.member" && ev.Membership() == "join" {
+				js.joined[id] = true
+			}
+			delete(js.events, id)
+		}
+		pending = pending[:0]
+		return nil
+	}
+	for start := 0; start < len(rawState); start += joinChunk {
+		added, err := take(rawState[start:min(start+joinChunk, len(rawState))], true)
+		if err != nil {
+			return nil, err
+		}
+		if !closed {
+			continue
+		}
+		pending = append(pending, added...)
+		if judgeCreate == nil {
+			if ev := js.events[js.state[rooms.CreateTuple]]; ev != nil && checkCreateNamesRoom(v, ev, roomID) == nil {
+				judgeCreate = ev
+			}
+		}
+		if judgeCreate != nil {
+			if err := judgePending(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for id := range stateIDs {
+		if reason, bad := dropped[id]; bad {
+			return nil, fmt.Errorf("state event %s: %s", id, reason)
+		}
+	}
+	createID, ok := js.state[rooms.CreateTuple]
+	if !ok {
+		return nil, errors.New("the state has no create event")
+	}
+	create := js.event(createID)
+	if err := checkCreateNamesRoom(v, create, roomID); err != nil {
+		return nil, err
+	}
+	if judgeCreate != nil && createID != judgeCreate.EventID() {
+		return nil, fmt.Errorf("the state's create event %s is not the one its events were judged against, %s", createID, judgeCreate.EventID())
+	}
 	ids := make([]string, 0, len(js.events))
 	for id := range js.events {
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
 	for _, id := range ids {
-		if err := authInOrder(id); err != nil {
+		if err := authInOrder(id, create); err != nil {
 			return nil, err
 		}
 	}
@@ -474,7 +626,7 @@ func (e *Engine) verifyJoinResponse(ctx context.Context, v rooms.Version, roomID
 	// the state must authorise it.
 	var joinAuth []*rooms.Event
 	for _, a := range join.AuthEvents() {
-		ae := js.events[a]
+		ae := js.event(a)
 		if ae == nil {
 			return nil, fmt.Errorf("auth event %s of the join is missing from the answer", a)
 		}
@@ -486,7 +638,7 @@ func (e *Engine) verifyJoinResponse(ctx context.Context, v rooms.Version, roomID
 	before := make(map[rooms.StateTuple]*rooms.Event)
 	for _, k := range authKeys(join) {
 		if id, ok := js.state[k]; ok {
-			before[k] = js.events[id]
+			before[k] = js.event(id)
 		}
 	}
 	if err := rooms.CheckAuth(join, before); err != nil {
@@ -494,7 +646,10 @@ func (e *Engine) verifyJoinResponse(ctx context.Context, v rooms.Version, roomID
 	}
 	seen := map[string]bool{}
 	for k, id := range js.state {
-		if k.Type != "m.room.member" || js.events[id].Membership() != "join" {
+		if k.Type != "m.room.member" {
+			continue
+		}
+		if ev, parsed := js.events[id]; !js.joined[id] && (!parsed || ev.Membership() != "join") {
 			continue
 		}
 		if s := serverOf(k.StateKey); s != "" && !seen[s] {
@@ -524,27 +679,28 @@ func checkCreateNamesRoom(v rooms.Version, create *rooms.Event, roomID string) e
 	return nil
 }
 
-// persistJoin writes a verified join in one transaction: the state and
-// auth chain as outliers, the join with the state before it, the room's
-// current state and status, the host log entry, and the join queued for
-// the other servers in the room.
+// persistJoin writes a verified join: the state and auth chain as
+// outliers, in transactions of joinChunk events (compact events parsed
+// again chunk by chunk, on every CPU, and let go once written), then in
+// one transaction the join with the state before it, the room's current
+// state and status, the host log entry, and the join queued for the other
+// servers in the room. Outliers written for a join that then fails are
+// verified events of the room; a retry skips them.
 func (e *Engine) persistJoin(ctx context.Context, roomID, via string, join *rooms.Event, js *joinState) error {
+	if _, in, err := e.roomVersion(ctx, roomID); err != nil {
+		return fmt.Errorf("join %s: %w", roomID, err)
+	} else if in {
+		// We hold the room: the join goes through the inbound pipeline
+		// like any event of it (the resident sends it to us too).
+		if err := e.takeIn(ctx, via, join); err != nil {
+			return fmt.Errorf("join %s: the resident accepted the join but this server did not: %w", roomID, err)
+		}
+		return nil
+	}
+	if err := e.persistJoinOutliers(ctx, join.EventID(), js); err != nil {
+		return fmt.Errorf("join %s: persist: %w", roomID, err)
+	}
 	var batch store.Batch
-	ids := make([]string, 0, len(js.events))
-	for id := range js.events {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		if id == join.EventID() {
-			continue
-		}
-		ne := store.NewEvent{Event: js.events[id], Outcome: store.Outlier}
-		if reason, bad := js.rejected[id]; bad {
-			ne = store.NewEvent{Event: js.events[id], Outcome: store.Rejected, RejectedReason: reason}
-		}
-		batch.Events = append(batch.Events, ne)
-	}
 	var dests []string
 	for _, s := range js.servers {
 		if s != e.ServerName && s != via {
@@ -557,16 +713,6 @@ func (e *Engine) persistJoin(ctx context.Context, roomID, via string, join *room
 	batch.CurrentState = &store.StateRef{AfterEvent: join.EventID()}
 	batch.RoomStatus = store.RoomJoined
 	batch.HostLog = []store.HostLogEntry{{Kind: store.HostEvent, RoomID: roomID, EventID: join.EventID()}}
-	if _, in, err := e.roomVersion(ctx, roomID); err != nil {
-		return fmt.Errorf("join %s: %w", roomID, err)
-	} else if in {
-		// We hold the room: the join goes through the inbound pipeline
-		// like any event of it (the resident sends it to us too).
-		if err := e.takeIn(ctx, via, join); err != nil {
-			return fmt.Errorf("join %s: the resident accepted the join but this server did not: %w", roomID, err)
-		}
-		return nil
-	}
 	unlock := e.lockRoom(roomID)
 	defer unlock()
 	if _, in, err := e.roomVersion(ctx, roomID); err != nil {
@@ -578,6 +724,48 @@ func (e *Engine) persistJoin(ctx context.Context, roomID, via string, join *room
 		return fmt.Errorf("join %s: persist: %w", roomID, err)
 	}
 	e.dropHead(roomID)
+	return nil
+}
+
+// persistJoinOutliers writes the events of a verified answer but the
+// join as outliers (rejected ones as rejected), joinChunk per
+// transaction, in event ID order; compact events are parsed again for
+// their chunk and dropped from js once written.
+func (e *Engine) persistJoinOutliers(ctx context.Context, joinID string, js *joinState) error {
+	ids := make([]string, 0, len(js.events)+len(js.compact))
+	for id := range js.events {
+		ids = append(ids, id)
+	}
+	for id := range js.compact {
+		ids = append(ids, id)
+	}
+	ids = slices.DeleteFunc(ids, func(id string) bool { return id == joinID })
+	slices.Sort(ids)
+	for start := 0; start < len(ids); start += joinChunk {
+		chunk := ids[start:min(start+joinChunk, len(ids))]
+		evs := make([]store.NewEvent, len(chunk))
+		errs := make([]error, len(chunk))
+		parallelEach(len(chunk), func(i int) {
+			id := chunk[i]
+			ev, ok := js.events[id]
+			if !ok {
+				ev, errs[i] = rooms.ParseEventTrusted(js.version, js.compact[id], id)
+			}
+			evs[i] = store.NewEvent{Event: ev, Outcome: store.Outlier}
+			if reason, bad := js.rejected[id]; bad {
+				evs[i] = store.NewEvent{Event: ev, Outcome: store.Rejected, RejectedReason: reason}
+			}
+		})
+		if err := errors.Join(errs...); err != nil {
+			return err
+		}
+		if err := e.persist(ctx, store.Batch{Events: evs}); err != nil {
+			return err
+		}
+		for _, id := range chunk {
+			delete(js.compact, id)
+		}
+	}
 	return nil
 }
 

@@ -37,6 +37,7 @@ var (
 	benchMembers = flag.Int("members", 10000, "BenchmarkJoinBigRoom: members of the synthetic room")
 	benchServers = flag.Int("resident-servers", 4, "BenchmarkJoinBigRoom: resident server names the members are spread over")
 	benchVersion = flag.String("bigroom-version", "12", "BenchmarkJoinBigRoom: room version")
+	benchCache   = flag.String("bigroom-cache", "", "BenchmarkJoinBigRoom: the resident's --cache file (a 100,000-member room is built once)")
 )
 
 // BenchmarkJoinBigRoom times a real Ferry's join (make_join, send_join
@@ -48,10 +49,10 @@ var (
 //	go test ./cmd/ferry-load -run '^$' -bench JoinBigRoom -benchtime 1x -members 10000
 func BenchmarkJoinBigRoom(b *testing.B) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), subprocessEnv+"="+strings.Join([]string{
+	cmd.Env = append(os.Environ(), subprocessEnv+"="+strings.Join(withCache([]string{
 		"bigroom", "--json", "--insecure", "--members", fmt.Sprint(*benchMembers),
 		"--servers", fmt.Sprint(*benchServers), "--room-version", *benchVersion,
-	}, "\x1f"))
+	}, *benchCache), "\x1f"))
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -126,4 +127,13 @@ func selfCPU(b *testing.B) float64 {
 	}
 	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
 	return tv(ru.Utime) + tv(ru.Stime)
+}
+
+// withCache adds --cache file to the resident's arguments when file is
+// not empty.
+func withCache(args []string, file string) []string {
+	if file == "" {
+		return args
+	}
+	return append(args, "--cache", file)
 }
