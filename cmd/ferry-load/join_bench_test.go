@@ -21,6 +21,9 @@ import (
 const subprocessEnv = "FERRY_LOAD_SUBPROCESS_ARGS"
 
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(restartEnv); spec != "" {
+		os.Exit(runRestarted(spec))
+	}
 	if args := os.Getenv(subprocessEnv); args != "" {
 		ctx, cancel := context.WithCancel(context.Background())
 		go func() {
@@ -37,6 +40,7 @@ var (
 	benchMembers = flag.Int("members", 10000, "BenchmarkJoinBigRoom: members of the synthetic room")
 	benchServers = flag.Int("resident-servers", 4, "BenchmarkJoinBigRoom: resident server names the members are spread over")
 	benchVersion = flag.String("bigroom-version", "12", "BenchmarkJoinBigRoom: room version")
+	benchRestart = flag.Bool("restart-rss", false, "BenchmarkJoinBigRoom: after the join, restart Ferry on its data directory in a subprocess and report its idle RSS")
 	benchCache   = flag.String("bigroom-cache", "", "BenchmarkJoinBigRoom: the resident's --cache file (a 100,000-member room is built once)")
 )
 
@@ -46,7 +50,13 @@ var (
 // subprocess, and reports the test process's peak RSS during the join
 // (VmHWM, reset before each join). Run it by hand, once:
 //
-//	go test ./cmd/ferry-load -run '^$' -bench JoinBigRoom -benchtime 1x -members 10000
+//	go test ./cmd/ferry-load -run '^$' -bench '^BenchmarkJoinBigRoom$' -benchtime 1x -members 10000
+//
+// With -restart-rss it then opens Ferry (ferry.Start) on the joined data
+// directory in another subprocess and reports that process's resident set
+// once idle; -bigroom-cache FILE keeps the built room between runs:
+//
+//	go test ./cmd/ferry-load -run '^$' -bench '^BenchmarkJoinBigRoom$' -benchtime 1x -members 100000 -bigroom-cache /tmp/bigroom100k.cache -restart-rss
 func BenchmarkJoinBigRoom(b *testing.B) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), subprocessEnv+"="+strings.Join(withCache([]string{
@@ -77,10 +87,12 @@ func BenchmarkJoinBigRoom(b *testing.B) {
 
 	var peak int64
 	var seconds, cpu float64
+	var last *target
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		tg := startTarget(b)
+		last = tg
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 		if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
 			b.Logf("cannot reset the peak RSS (%v): it covers the whole run", err)
@@ -115,6 +127,11 @@ func BenchmarkJoinBigRoom(b *testing.B) {
 	b.ReportMetric(cpu/float64(b.N), "CPU-s/join")
 	b.ReportMetric(float64(peak)/1e6, "peak-RSS-MB")
 	b.ReportMetric(float64(ready.Members), "members")
+	if *benchRestart {
+		rep := restartedRSS(b, last)
+		b.Logf("Ferry restarted on the joined data directory in %.2f s", rep.StartSeconds)
+		b.ReportMetric(float64(rep.IdleRSSBytes)/1e6, "idle-RSS-after-restart-MB")
+	}
 }
 
 // selfCPU returns the user plus system CPU time this process has used, in
