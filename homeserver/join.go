@@ -1,6 +1,7 @@
 package homeserver
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -536,6 +537,9 @@ func (e *Engine) verifyJoinAnswer(ctx context.Context, v rooms.Version, roomID s
 	// known: the chain's, or (room versions whose events do not name it)
 	// the state's own; until then they wait, parsed.
 	judgeCreate := chainCreate
+	if judgeCreate == nil && closed {
+		judgeCreate = findStateCreate(v, roomID, rawState, keys)
+	}
 	var pending []string
 	chainJudged := false
 	judgePending := func() error {
@@ -659,6 +663,31 @@ func (e *Engine) verifyJoinAnswer(ctx context.Context, v rooms.Version, roomID s
 	}
 	slices.Sort(js.servers)
 	return js, nil
+}
+
+// findStateCreate returns the verified create event of roomID among the
+// raw state events, looked for before the state is read in order (room
+// versions whose events do not name the create event as an auth event
+// have it in the state only, which may put it last); nil when none is
+// found or verifies. Only events whose bytes name the create type are
+// parsed.
+func findStateCreate(v rooms.Version, roomID string, rawState [][]byte, keys rooms.KeyLookup) *rooms.Event {
+	for _, raw := range rawState {
+		if !bytes.Contains(raw, []byte(`"m.room.create"`)) {
+			continue
+		}
+		ev, err := rooms.ParseEvent(v, raw)
+		if err != nil || ev.Type() != "m.room.create" {
+			continue
+		}
+		if sk, ok := ev.StateKey(); !ok || sk != "" || checkCreateNamesRoom(v, ev, roomID) != nil {
+			continue
+		}
+		if checked, err := rooms.CheckEvent(ev, keys); err == nil {
+			return checked
+		}
+	}
+	return nil
 }
 
 // checkCreateNamesRoom checks that create is the create event of roomID:
