@@ -2,10 +2,12 @@ package homeserver
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/ferry-matrix/ferry/rooms"
 	"github.com/ferry-matrix/ferry/store"
@@ -303,7 +305,7 @@ type joinState struct {
 	// events no other event's auth needs (verifyJoinAnswer): a parsed
 	// event is several times the size of its JSON, and a room of 100,000
 	// members would otherwise be held parsed whole.
-	compact map[string][]byte
+	compact map[string]compactEvent
 	// joined marks the compact events that are joins.
 	joined map[string]bool
 	// rejected are auth chain events that failed auth; they are stored
@@ -312,17 +314,24 @@ type joinState struct {
 	servers  []string // servers with joined members in the state
 }
 
+// compactEvent is a verified event held as its canonical JSON, with its
+// depth (the order outliers are written in).
+type compactEvent struct {
+	json  []byte
+	depth int64
+}
+
 // event returns a verified event of the answer, parsing it again from its
 // canonical JSON when it is held compact (and keeping it parsed then).
 func (js *joinState) event(id string) *rooms.Event {
 	if ev, ok := js.events[id]; ok {
 		return ev
 	}
-	raw, ok := js.compact[id]
+	c, ok := js.compact[id]
 	if !ok {
 		return nil
 	}
-	ev, err := rooms.ParseEventTrusted(js.version, raw, id)
+	ev, err := rooms.ParseEventTrusted(js.version, c.json, id)
 	if err != nil {
 		// Our own canonical encoding of an event that parsed before.
 		return nil
@@ -341,14 +350,14 @@ func (js *joinState) inflate() error {
 	}
 	parsed := make([]*rooms.Event, len(ids))
 	errs := make([]error, len(ids))
-	parallelEach(len(ids), func(i int) { parsed[i], errs[i] = rooms.ParseEventTrusted(js.version, js.compact[ids[i]], ids[i]) })
+	parallelEach(len(ids), func(i int) { parsed[i], errs[i] = rooms.ParseEventTrusted(js.version, js.compact[ids[i]].json, ids[i]) })
 	for i, id := range ids {
 		if errs[i] != nil {
 			return errs[i]
 		}
 		js.events[id] = parsed[i]
 	}
-	js.compact = map[string][]byte{}
+	js.compact = map[string]compactEvent{}
 	return nil
 }
 
@@ -382,7 +391,7 @@ func (e *Engine) verifyJoinAnswer(ctx context.Context, v rooms.Version, roomID s
 	}
 	keys := e.Keys.KeyLookup(ctx)
 	js := &joinState{version: v, state: rooms.StateMap{}, events: map[string]*rooms.Event{},
-		compact: map[string][]byte{}, joined: map[string]bool{}, rejected: map[string]string{}}
+		compact: map[string]compactEvent{}, joined: map[string]bool{}, rejected: map[string]string{}}
 	stateIDs := map[string]bool{}
 	dropped := map[string]string{}
 	known := func(id string) bool {
@@ -563,7 +572,7 @@ func (e *Engine) verifyJoinAnswer(ctx context.Context, v rooms.Version, roomID s
 			if reason, bad := js.rejected[id]; bad {
 				return fmt.Errorf("state event %s fails auth: %s", id, reason)
 			}
-			js.compact[id] = ev.JSON()
+			js.compact[id] = compactEvent{json: ev.JSON(), depth: ev.Depth()}
 			if ev.Type() == "m.room.member" && ev.Membership() == "join" {
 				js.joined[id] = true
 			}
@@ -758,7 +767,7 @@ func (e *Engine) persistJoin(ctx context.Context, roomID, via string, join *room
 
 // persistJoinOutliers writes the events of a verified answer but the
 // join as outliers (rejected ones as rejected), joinChunk per
-// transaction, in event ID order; compact events are parsed again for
+// transaction, by depth; compact events are parsed again for
 // their chunk and dropped from js once written.
 func (e *Engine) persistJoinOutliers(ctx context.Context, joinID string, js *joinState) error {
 	ids := make([]string, 0, len(js.events)+len(js.compact))
@@ -769,7 +778,22 @@ func (e *Engine) persistJoinOutliers(ctx context.Context, joinID string, js *joi
 		ids = append(ids, id)
 	}
 	ids = slices.DeleteFunc(ids, func(id string) bool { return id == joinID })
-	slices.Sort(ids)
+	// By depth, so an event's prev and auth events are mostly written
+	// before it (in its own transaction or the one before, whose event
+	// numbers the store has cached): an edge to an event not yet written
+	// costs a placeholder row and lookups.
+	depth := func(id string) int64 {
+		if ev, ok := js.events[id]; ok {
+			return ev.Depth()
+		}
+		return js.compact[id].depth
+	}
+	slices.SortFunc(ids, func(a, b string) int {
+		if c := cmp.Compare(depth(a), depth(b)); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
 	for start := 0; start < len(ids); start += joinChunk {
 		chunk := ids[start:min(start+joinChunk, len(ids))]
 		evs := make([]store.NewEvent, len(chunk))
@@ -778,7 +802,7 @@ func (e *Engine) persistJoinOutliers(ctx context.Context, joinID string, js *joi
 			id := chunk[i]
 			ev, ok := js.events[id]
 			if !ok {
-				ev, errs[i] = rooms.ParseEventTrusted(js.version, js.compact[id], id)
+				ev, errs[i] = rooms.ParseEventTrusted(js.version, js.compact[id].json, id)
 			}
 			evs[i] = store.NewEvent{Event: ev, Outcome: store.Outlier}
 			if reason, bad := js.rejected[id]; bad {
