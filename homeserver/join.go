@@ -290,8 +290,9 @@ func memberTemplate(raw []byte, roomID, userID, membership string) (rooms.EventT
 
 // joinChunk is how many state events of a send_join answer are parsed
 // and checked at once, and how many outliers are written per
-// transaction: a big room's answer is never held parsed all at once.
-const joinChunk = 4096
+// transaction: a big room's answer is never held parsed all at once. A
+// variable so tests can cross chunk boundaries with small rooms.
+var joinChunk = 4096
 
 // joinState is a verified send_join answer.
 type joinState struct {
