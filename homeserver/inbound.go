@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/rs/zerolog"
+
 	"github.com/ferry-matrix/ferry/rooms"
 	"github.com/ferry-matrix/ferry/store"
 )
@@ -149,6 +151,20 @@ func (e *Engine) receiveRoom(ctx context.Context, origin string, g *roomPDUs, re
 		log.Warn().Int("pdus", len(raws)).Msg("PDUs without room_id dropped")
 		return
 	}
+	// Parsing and signature checks need no room state: when the room's
+	// version is known they start before its lock is taken.
+	var early []*rooms.Event
+	var earlyV rooms.Version
+	var started *prechecked
+	e.cacheMu.Lock()
+	cached := e.heads[roomID]
+	e.cacheMu.Unlock()
+	if cached != nil {
+		earlyV = cached.v
+		early = parseRoomPDUs(earlyV, g, log)
+		started = e.verifyEarly(ctx, early)
+		defer started.wait()
+	}
 	unlock := e.lockRoom(roomID)
 	defer unlock()
 	h, err := e.head(ctx, roomID)
@@ -170,23 +186,11 @@ func (e *Engine) receiveRoom(ctx context.Context, origin string, g *roomPDUs, re
 		log.Warn().Int("pdus", len(raws)).Msg("PDUs for a room we are not in dropped")
 		return
 	}
-	evs := make([]*rooms.Event, 0, len(raws))
-	for i, raw := range raws {
-		var ev *rooms.Event
-		var err error
-		if g.trees[i] != nil {
-			ev, err = rooms.ParseEventTree(h.v, raw, g.trees[i])
-		} else {
-			ev, err = rooms.ParseEvent(h.v, raw)
-		}
-		if err != nil {
-			log.Warn().Err(err).Msg("unparseable PDU dropped")
-			continue
-		}
-		evs = append(evs, ev)
+	evs := early
+	if cached == nil || earlyV.ID != h.v.ID {
+		evs, started = parseRoomPDUs(h.v, g, log), nil
 	}
-	slices.SortStableFunc(evs, func(a, b *rooms.Event) int { return cmp.Compare(a.Depth(), b.Depth()) })
-	pre := e.precheck(ctx, evs)
+	pre := e.precheck(ctx, evs, started)
 	defer pre.wait()
 	e.beginStaging(h)
 	pre.stage = h.stage
@@ -224,6 +228,30 @@ func (e *Engine) receiveRoom(ctx context.Context, origin string, g *roomPDUs, re
 	if _, err := e.endStaging(ctx, h, roomID); err != nil {
 		failed(err)
 	}
+}
+
+// parseRoomPDUs parses a room's PDUs of a transaction under its version,
+// in depth order; unparseable ones are logged and left out. The trees of
+// g are taken over.
+func parseRoomPDUs(v rooms.Version, g *roomPDUs, log zerolog.Logger) []*rooms.Event {
+	evs := make([]*rooms.Event, 0, len(g.raws))
+	for i, raw := range g.raws {
+		var ev *rooms.Event
+		var err error
+		if g.trees[i] != nil {
+			ev, err = rooms.ParseEventTree(v, raw, g.trees[i])
+			g.trees[i] = nil // taken over by the event
+		} else {
+			ev, err = rooms.ParseEvent(v, raw)
+		}
+		if err != nil {
+			log.Warn().Err(err).Msg("unparseable PDU dropped")
+			continue
+		}
+		evs = append(evs, ev)
+	}
+	slices.SortStableFunc(evs, func(a, b *rooms.Event) int { return cmp.Compare(a.Depth(), b.Depth()) })
+	return evs
 }
 
 // parseAnyVersion computes the event ID of a PDU of a room whose version
@@ -286,11 +314,19 @@ func (p *prechecked) signature(id string) (error, bool) {
 // wait returns once every background verification has ended.
 func (p *prechecked) wait() { p.verifiers.Wait() }
 
-// precheck finds which of evs the store does not hold and starts verifying
-// their signatures in the background, in the order of evs; call wait
+// newPrechecked returns an empty precheck for up to n events.
+func newPrechecked(n int) *prechecked {
+	return &prechecked{signatures: make(map[string]*signatureCheck, n), notHeld: make(map[string]bool, n)}
+}
+
+// precheck finds which of evs the store does not hold and verifies, in
+// the background and in the order of evs, the signatures of those that
+// pre (what verifyEarly started, or nil) is not verifying yet; call wait
 // before dropping the result.
-func (e *Engine) precheck(ctx context.Context, evs []*rooms.Event) *prechecked {
-	pre := &prechecked{signatures: make(map[string]*signatureCheck, len(evs)), notHeld: make(map[string]bool, len(evs))}
+func (e *Engine) precheck(ctx context.Context, evs []*rooms.Event, pre *prechecked) *prechecked {
+	if pre == nil {
+		pre = newPrechecked(len(evs))
+	}
 	if len(evs) == 0 {
 		return pre
 	}
@@ -304,17 +340,42 @@ func (e *Engine) precheck(ctx context.Context, evs []*rooms.Event) *prechecked {
 			pre.notHeld[id] = true
 		}
 	}
+	var notHeld []*rooms.Event
+	for _, ev := range evs {
+		if pre.notHeld[ev.EventID()] {
+			notHeld = append(notHeld, ev)
+		}
+	}
+	e.verifySignatures(ctx, pre, notHeld)
+	return pre
+}
+
+// verifyEarly starts verifying the signatures of evs before the room's
+// lock is taken: they need no room state, so with several transactions
+// of one room in flight, one's are verified while another's are judged.
+func (e *Engine) verifyEarly(ctx context.Context, evs []*rooms.Event) *prechecked {
+	pre := newPrechecked(len(evs))
+	e.verifySignatures(ctx, pre, evs)
+	return pre
+}
+
+// verifySignatures verifies, on every CPU and in the order of evs, the
+// signatures of those of evs pre has no check for yet.
+func (e *Engine) verifySignatures(ctx context.Context, pre *prechecked, evs []*rooms.Event) {
 	if e.Keys == nil {
-		return pre
+		return
 	}
 	var queue []*rooms.Event
 	var checks []*signatureCheck
 	for _, ev := range evs {
-		if pre.notHeld[ev.EventID()] && pre.signatures[ev.EventID()] == nil {
+		if pre.signatures[ev.EventID()] == nil {
 			c := &signatureCheck{done: make(chan struct{})}
 			pre.signatures[ev.EventID()] = c
 			queue, checks = append(queue, ev), append(checks, c)
 		}
+	}
+	if len(queue) == 0 {
+		return
 	}
 	lookup := e.Keys.KeyLookup(ctx)
 	var next atomic.Int64
@@ -330,7 +391,6 @@ func (e *Engine) precheck(ctx context.Context, evs []*rooms.Event) *prechecked {
 			}
 		})
 	}
-	return pre
 }
 
 // receiveOne runs the checks on one parsed PDU of a room we are in, with
