@@ -171,6 +171,9 @@ func (w *wtx) resolveState(ref *StateRef) (int64, error) {
 	if len(ref.Changes) == 0 {
 		return base, nil
 	}
+	if err := w.lookUpEventNIDs(ref.Changes); err != nil {
+		return 0, err
+	}
 	changes := make(map[int64]int64, len(ref.Changes))
 	for k, id := range ref.Changes {
 		sk, err := w.stateKeyNID(k)
@@ -186,6 +189,59 @@ func (w *wtx) resolveState(ref *StateRef) (int64, error) {
 		changes[sk] = ev
 	}
 	return w.addSnapshot(base, changes)
+}
+
+// eventNIDsByIDs reads the numbers of the events of a JSON list of IDs
+// (placeholders included: an event's number is given once).
+const eventNIDsByIDs = `SELECT event_id, event_nid FROM events WHERE event_id IN (SELECT value FROM json_each(?))`
+
+// nidLookupChunk bounds the IDs of one eventNIDsByIDs query.
+const nidLookupChunk = 8192
+
+// lookUpEventNIDs reads the numbers of the events a state names that this
+// transaction does not know yet, a few thousand per query: a big room's
+// state (a join's, 100,000 members) would otherwise cost a query per
+// event. IDs not in the store are left to eventNID (a placeholder).
+func (w *wtx) lookUpEventNIDs(state StateMap) error {
+	var missing []string
+	for _, id := range state {
+		if id == "" {
+			continue
+		}
+		if _, ok := w.eventNIDs[id]; ok {
+			continue
+		}
+		if nid, ok := w.db.nids.get(id); ok {
+			w.eventNIDs[id] = nid
+			continue
+		}
+		missing = append(missing, id)
+	}
+	if len(missing) < 64 {
+		return nil // a few single lookups cost less than the JSON
+	}
+	for len(missing) > 0 {
+		n := min(len(missing), nidLookupChunk)
+		rows, err := w.t.query(eventNIDsByIDs, idsJSON(missing[:n]))
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var id string
+			var nid int64
+			if err := rows.Scan(&id, &nid); err != nil {
+				rows.Close()
+				return err
+			}
+			w.eventNIDs[id] = nid
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		missing = missing[n:]
+	}
+	return nil
 }
 
 // eventRow reads an events row, from the rows this transaction wrote
