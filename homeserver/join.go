@@ -769,55 +769,79 @@ func (e *Engine) persistJoin(ctx context.Context, roomID, via string, join *room
 // persistJoinOutliers writes the events of a verified answer but the
 // join as outliers (rejected ones as rejected), joinChunk per
 // transaction, by depth; compact events are parsed again for
-// their chunk and dropped from js once written.
+// their chunk (the next chunk while the store writes one) and dropped
+// from js once parsed.
 func (e *Engine) persistJoinOutliers(ctx context.Context, joinID string, js *joinState) error {
-	ids := make([]string, 0, len(js.events)+len(js.compact))
-	for id := range js.events {
-		ids = append(ids, id)
+	type outlier struct {
+		id    string
+		depth int64
 	}
-	for id := range js.compact {
-		ids = append(ids, id)
+	order := make([]outlier, 0, len(js.events)+len(js.compact))
+	for id, ev := range js.events {
+		order = append(order, outlier{id, ev.Depth()})
 	}
-	ids = slices.DeleteFunc(ids, func(id string) bool { return id == joinID })
+	for id, c := range js.compact {
+		order = append(order, outlier{id, c.depth})
+	}
+	order = slices.DeleteFunc(order, func(o outlier) bool { return o.id == joinID })
 	// By depth, so an event's prev and auth events are mostly written
 	// before it (in its own transaction or the one before, whose event
 	// numbers the store has cached): an edge to an event not yet written
 	// costs a placeholder row and lookups.
-	depth := func(id string) int64 {
-		if ev, ok := js.events[id]; ok {
-			return ev.Depth()
-		}
-		return js.compact[id].depth
-	}
-	slices.SortFunc(ids, func(a, b string) int {
-		if c := cmp.Compare(depth(a), depth(b)); c != 0 {
+	slices.SortFunc(order, func(a, b outlier) int {
+		if c := cmp.Compare(a.depth, b.depth); c != 0 {
 			return c
 		}
-		return strings.Compare(a, b)
+		return strings.Compare(a.id, b.id)
 	})
-	for start := 0; start < len(ids); start += joinChunk {
-		chunk := ids[start:min(start+joinChunk, len(ids))]
-		evs := make([]store.NewEvent, len(chunk))
-		errs := make([]error, len(chunk))
-		parallelEach(len(chunk), func(i int) {
-			id := chunk[i]
-			ev, ok := js.events[id]
-			if !ok {
-				ev, errs[i] = rooms.ParseEventTrusted(js.version, js.compact[id].json, id)
-			}
-			evs[i] = store.NewEvent{Event: ev, Outcome: store.Outlier}
-			if reason, bad := js.rejected[id]; bad {
-				evs[i] = store.NewEvent{Event: ev, Outcome: store.Rejected, RejectedReason: reason}
-			}
-		})
-		if err := errors.Join(errs...); err != nil {
-			return err
+	// The next chunk is parsed while the store writes this one. Only the
+	// parsing goroutine touches js.compact meanwhile.
+	type prepared struct {
+		evs []store.NewEvent
+		err error
+	}
+	next := make(chan prepared, 1)
+	stop := make(chan struct{})
+	defer func() {
+		// On an error, let the parsing goroutine end before js is
+		// handed back.
+		close(stop)
+		for range next {
 		}
-		if err := e.persist(ctx, store.Batch{Events: evs}); err != nil {
-			return err
+	}()
+	go func() {
+		defer close(next)
+		for start := 0; start < len(order); start += joinChunk {
+			chunk := order[start:min(start+joinChunk, len(order))]
+			evs := make([]store.NewEvent, len(chunk))
+			errs := make([]error, len(chunk))
+			parallelEach(len(chunk), func(i int) {
+				id := chunk[i].id
+				ev, ok := js.events[id]
+				if !ok {
+					ev, errs[i] = rooms.ParseEventTrusted(js.version, js.compact[id].json, id)
+				}
+				evs[i] = store.NewEvent{Event: ev, Outcome: store.Outlier}
+				if reason, bad := js.rejected[id]; bad {
+					evs[i] = store.NewEvent{Event: ev, Outcome: store.Rejected, RejectedReason: reason}
+				}
+			})
+			for _, o := range chunk {
+				delete(js.compact, o.id)
+			}
+			select {
+			case next <- prepared{evs: evs, err: errors.Join(errs...)}:
+			case <-stop:
+				return
+			}
 		}
-		for _, id := range chunk {
-			delete(js.compact, id)
+	}()
+	for p := range next {
+		if p.err != nil {
+			return p.err
+		}
+		if err := e.persist(ctx, store.Batch{Events: p.evs}); err != nil {
+			return err
 		}
 	}
 	return nil
