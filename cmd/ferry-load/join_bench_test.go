@@ -58,32 +58,7 @@ var (
 //
 //	go test ./cmd/ferry-load -run '^$' -bench '^BenchmarkJoinBigRoom$' -benchtime 1x -members 100000 -bigroom-cache /tmp/bigroom100k.cache -restart-rss
 func BenchmarkJoinBigRoom(b *testing.B) {
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), subprocessEnv+"="+strings.Join(withCache([]string{
-		"bigroom", "--json", "--insecure", "--members", fmt.Sprint(*benchMembers),
-		"--servers", fmt.Sprint(*benchServers), "--room-version", *benchVersion,
-	}, *benchCache), "\x1f"))
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		stdin.Close()
-		cmd.Wait()
-	})
-	var ready bigRoomReady
-	if err := json.NewDecoder(stdout).Decode(&ready); err != nil {
-		b.Fatalf("the resident's first line: %v", err)
-	}
-	b.Logf("room %s: %d members, %d events, built and signed in %.2f s by the resident", ready.RoomID, ready.Members, ready.Events, ready.BuildSeconds)
+	ready := startBigRoomResident(b, *benchCache)
 
 	var peak int64
 	var seconds, cpu float64
@@ -153,4 +128,39 @@ func withCache(args []string, file string) []string {
 		return args
 	}
 	return append(args, "--cache", file)
+}
+
+// startBigRoomResident runs `ferry-load bigroom` of the benchmark flags'
+// shape (cached in cache when not "") in a subprocess, so that the peak
+// RSS the benchmarks read is the joining process's alone, and returns the
+// room it serves; the subprocess ends with the benchmark.
+func startBigRoomResident(b *testing.B, cache string) bigRoomReady {
+	b.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), subprocessEnv+"="+strings.Join(withCache([]string{
+		"bigroom", "--json", "--insecure", "--members", fmt.Sprint(*benchMembers),
+		"--servers", fmt.Sprint(*benchServers), "--room-version", *benchVersion,
+	}, cache), "\x1f"))
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		stdin.Close()
+		cmd.Wait()
+	})
+	var ready bigRoomReady
+	if err := json.NewDecoder(stdout).Decode(&ready); err != nil {
+		b.Fatalf("the resident's first line: %v", err)
+	}
+	b.Logf("room %s: %d members, %d events, built and signed in %.2f s by the resident", ready.RoomID, ready.Members, ready.Events, ready.BuildSeconds)
+	return ready
 }

@@ -2,11 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
@@ -26,32 +23,7 @@ import (
 //
 //	go test ./cmd/ferry-load -run '^$' -bench PartialJoinBigRoom -benchtime 1x -members 100000
 func BenchmarkPartialJoinBigRoom(b *testing.B) {
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), subprocessEnv+"="+strings.Join([]string{
-		"bigroom", "--json", "--insecure", "--members", fmt.Sprint(*benchMembers),
-		"--servers", fmt.Sprint(*benchServers), "--room-version", *benchVersion,
-	}, "\x1f"))
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		stdin.Close()
-		cmd.Wait()
-	})
-	var ready bigRoomReady
-	if err := json.NewDecoder(stdout).Decode(&ready); err != nil {
-		b.Fatalf("the resident's first line: %v", err)
-	}
-	b.Logf("room %s: %d members, %d events, built and signed in %.2f s by the resident", ready.RoomID, ready.Members, ready.Events, ready.BuildSeconds)
+	ready := startBigRoomResident(b, "")
 
 	var peak int64
 	var usable, resynced, usableCPU, resyncCPU, slowest float64
