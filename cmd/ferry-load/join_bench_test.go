@@ -83,18 +83,7 @@ func BenchmarkJoinBigRoom(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		hwm, err := peakRSS(os.Getpid())
-		if err != nil {
-			b.Fatal(err)
-		}
-		peak = max(peak, hwm)
-		members, err := tg.DB.Members(context.Background(), ready.RoomID, "join")
-		if err != nil {
-			b.Fatal(err)
-		}
-		if len(members) < ready.Members+1 {
-			b.Fatalf("the target holds %d joined members, want at least %d", len(members), ready.Members+1)
-		}
+		peak = max(peak, joinedPeak(b, tg, ready))
 		b.StartTimer()
 	}
 	b.StopTimer()
@@ -163,4 +152,22 @@ func startBigRoomResident(b *testing.B, cache string) bigRoomReady {
 	}
 	b.Logf("room %s: %d members, %d events, built and signed in %.2f s by the resident", ready.RoomID, ready.Members, ready.Events, ready.BuildSeconds)
 	return ready
+}
+
+// joinedPeak checks that the target holds every member of the resident's
+// room and its own user, and returns this process's peak resident set.
+func joinedPeak(b *testing.B, tg *target, ready bigRoomReady) int64 {
+	b.Helper()
+	hwm, err := peakRSS(os.Getpid())
+	if err != nil {
+		b.Fatal(err)
+	}
+	members, err := tg.DB.Members(context.Background(), ready.RoomID, "join")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if len(members) < ready.Members+1 {
+		b.Fatalf("the target holds %d joined members, want at least %d", len(members), ready.Members+1)
+	}
+	return hwm
 }

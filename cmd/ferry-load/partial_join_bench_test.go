@@ -77,18 +77,7 @@ func BenchmarkPartialJoinBigRoom(b *testing.B) {
 		b.StopTimer()
 		resyncCPU += selfCPU(b) - cpuBefore
 		cancel()
-		hwm, err := peakRSS(os.Getpid())
-		if err != nil {
-			b.Fatal(err)
-		}
-		peak = max(peak, hwm)
-		members, err := tg.DB.Members(context.Background(), ready.RoomID, "join")
-		if err != nil {
-			b.Fatal(err)
-		}
-		if len(members) < ready.Members+1 {
-			b.Fatalf("the target holds %d joined members after the resync, want at least %d", len(members), ready.Members+1)
-		}
+		peak = max(peak, joinedPeak(b, tg, ready))
 		b.StartTimer()
 	}
 	b.StopTimer()
