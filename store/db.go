@@ -55,6 +55,10 @@ type Options struct {
 	Logger *zerolog.Logger
 	// Now is the clock, for tests. Default time.Now.
 	Now func() time.Time
+	// MaxGroupWait bounds how long a write about to be committed waits
+	// for the rest of its WriteGroup (the other rooms of an inbound
+	// transaction) to be ready to share the commit. Default 5ms.
+	MaxGroupWait time.Duration
 	// ObserveTransaction, when set, is told how long each database
 	// transaction took (write: the writer's, else a reader's), for
 	// metrics. It must be fast and safe for concurrent use.
@@ -70,6 +74,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Synchronous == "" {
 		o.Synchronous = "FULL"
+	}
+	if o.MaxGroupWait <= 0 {
+		o.MaxGroupWait = 5 * time.Millisecond
 	}
 	if o.FullSnapshotRatio <= 0 {
 		o.FullSnapshotRatio = 0.25
@@ -107,6 +114,7 @@ type DB struct {
 	roots    rootCache
 	nids     nidCache
 	roomNIDs roomCache
+	exts     extremityCache
 	group    groupCommit
 }
 
@@ -310,6 +318,25 @@ func (db *DB) read(ctx context.Context, fn func(t *txn) error) error {
 	_ = tx.Rollback() // read-only: nothing to undo
 	db.rstmts.warm(ctx, t.unpooled)
 	return err
+}
+
+// readRow runs one single-row query outside a transaction: one
+// statement on the read pool instead of three (BEGIN, the query,
+// ROLLBACK), for the lookups made once per inbound PDU or transaction.
+// One statement sees one snapshot of the database, as a transaction
+// would.
+func (db *DB) readRow(ctx context.Context, q string, args []any, dest ...any) error {
+	if observe := db.opts.ObserveTransaction; observe != nil {
+		defer func(start time.Time) { observe(false, time.Since(start)) }(time.Now())
+	}
+	st := db.rstmts.get(q)
+	if st == nil {
+		db.rstmts.warm(ctx, []string{q})
+		if st = db.rstmts.get(q); st == nil {
+			return db.readers.QueryRowContext(ctx, q, args...).Scan(dest...)
+		}
+	}
+	return st.QueryRowContext(ctx, args...).Scan(dest...)
 }
 
 func (db *DB) now() int64 { return db.opts.Now().UnixMilli() }

@@ -143,17 +143,20 @@ func (db *DB) eventsByNIDs(t *txn, nids []int64) ([]*StoredEvent, error) {
 // count as not held), in the order given.
 func (db *DB) MissingEventIDs(ctx context.Context, ids []string) ([]string, error) {
 	held := make(map[string]bool, len(ids))
-	err := db.read(ctx, func(t *txn) error {
-		if len(ids) == 1 {
-			// One PDU of a room: an index lookup, without json_each.
-			var nid int64
-			err := t.queryRow(db.d.heldEventNID, ids[0]).Scan(&nid)
-			if errors.Is(err, sql.ErrNoRows) {
-				return nil
-			}
-			held[ids[0]] = err == nil
-			return err
+	if len(ids) == 1 {
+		// One PDU of a room: an index lookup, without json_each or a
+		// transaction around it.
+		var nid int64
+		err := db.readRow(ctx, db.d.heldEventNID, []any{ids[0]}, &nid)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return ids, nil
+		case err != nil:
+			return nil, fmt.Errorf("store: missing events: %w", err)
 		}
+		return nil, nil
+	}
+	err := db.read(ctx, func(t *txn) error {
 		rows, err := t.query(db.d.heldEventIDs, idsJSON(ids))
 		if err != nil {
 			return err

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/ferry-matrix/ferry/rooms"
 	"github.com/ferry-matrix/ferry/store"
@@ -69,5 +71,145 @@ func TestGroupCommit_ConcurrentRooms(t *testing.T) {
 		if _, err := db.Event(ctx, last); err != nil {
 			t.Fatalf("room %d: %v", i, err)
 		}
+	}
+}
+
+// TestWriteGroup_OneMergedCommit: the rooms of a WriteGroup, written at
+// once, share one database transaction (the leader waits for all of
+// them) and each ends with its events and extremities; the room's next
+// write, outside the group, starts from the extremities the group left.
+func TestWriteGroup_OneMergedCommit(t *testing.T) {
+	t.Parallel()
+	var writes atomic.Int64
+	db := storetest.Open(t, store.Options{
+		MaxGroupWait:       time.Minute, // never the reason a group is committed
+		ObserveTransaction: func(write bool, _ time.Duration) {
+			if write {
+				writes.Add(1)
+			}
+		},
+	})
+	const roomCount = 12
+	testRooms := make([]*testRoom, roomCount)
+	for i := range testRooms {
+		testRooms[i] = newTestRoom(t, fmt.Sprintf("wg%d", i))
+		persist(t, db, linear(testRooms[i].genesis()...))
+	}
+	batches := make([]store.Batch, roomCount)
+	for i, r := range testRooms {
+		batches[i] = linear(r.message("a"), r.message("b"))
+	}
+	before := writes.Load()
+	errs := writeInGroup(db, batches)
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("room %d: %v", i, err)
+		}
+	}
+	if n := writes.Load() - before; n != 1 {
+		t.Fatalf("%d rooms of a write group took %d write transactions, want 1", roomCount, n)
+	}
+	for i, r := range testRooms {
+		expectExtremities(t, db, r.id, batches[i].Events[1].Event.EventID())
+		next := r.message("c")
+		persist(t, db, linear(next))
+		expectExtremities(t, db, r.id, next.EventID())
+	}
+}
+
+// TestWriteGroup_FailingWriteFallsBack: when one write of a merged group
+// fails, the group is written again write by write: the failing one
+// leaves nothing, the others are all stored.
+func TestWriteGroup_FailingWriteFallsBack(t *testing.T) {
+	t.Parallel()
+	db := storetest.Open(t, store.Options{MaxGroupWait: time.Minute})
+	const roomCount = 6
+	testRooms := make([]*testRoom, roomCount)
+	batches := make([]store.Batch, roomCount)
+	for i := range testRooms {
+		r := newTestRoom(t, fmt.Sprintf("wgfail%d", i))
+		persist(t, db, linear(r.genesis()...))
+		testRooms[i] = r
+		batches[i] = linear(r.message("a"), r.message("b"))
+	}
+	batches[2].Events[1].StateBefore = &store.StateRef{AfterEvent: "$nowhere"}
+	errs := writeInGroup(db, batches)
+	ctx := context.Background()
+	for i, r := range testRooms {
+		if i == 2 {
+			if errs[i] == nil {
+				t.Fatal("a batch with an unknown state was stored")
+			}
+			for _, ne := range batches[i].Events {
+				if _, err := db.Event(ctx, ne.Event.EventID()); !errors.Is(err, store.ErrNotFound) {
+					t.Fatalf("the failed batch left %s behind: %v", ne.Event.EventID(), err)
+				}
+			}
+			continue
+		}
+		if errs[i] != nil {
+			t.Fatalf("room %d: %v", i, errs[i])
+		}
+		expectExtremities(t, db, r.id, batches[i].Events[1].Event.EventID())
+	}
+}
+
+// TestWriteGroup_SameRoomTwice: two writes of one room in a merged group
+// (the second following the first) leave the right extremities, whatever
+// order they are written in, and so does the room's next write.
+func TestWriteGroup_SameRoomTwice(t *testing.T) {
+	t.Parallel()
+	db := storetest.Open(t, store.Options{MaxGroupWait: time.Minute})
+	r := newTestRoom(t, "wgtwice")
+	persist(t, db, linear(r.genesis()...))
+	other := newTestRoom(t, "wgother")
+	persist(t, db, linear(other.genesis()...))
+	a, b := r.message("a"), r.message("b")
+	batches := []store.Batch{linear(a), linear(b), linear(other.message("x"))}
+	// Whichever is written first: the state before b is the state before
+	// a (a message changes none), so b does not need a stored.
+	batches[1].Events[0].StateBefore = &store.StateRef{AfterEvent: a.PrevEvents()[0]}
+	for i, err := range writeInGroup(db, batches) {
+		if err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	expectExtremities(t, db, r.id, b.EventID())
+	c := r.message("c")
+	if res := persist(t, db, linear(c)); !slices.Equal(res.Extremities, []string{c.EventID()}) {
+		t.Fatalf("reported extremities %v, want [%s]", res.Extremities, c.EventID())
+	}
+	expectExtremities(t, db, r.id, c.EventID())
+}
+
+// writeInGroup persists each batch in a goroutine of its own, all as
+// participants of one WriteGroup, and returns their errors.
+func writeInGroup(db *store.DB, batches []store.Batch) []error {
+	g := db.NewWriteGroup()
+	ctx := store.WithWriteGroup(context.Background(), g)
+	for range batches {
+		g.Join() // all are running before the first write is queued
+	}
+	errs := make([]error, len(batches))
+	var wg sync.WaitGroup
+	for i := range batches {
+		wg.Go(func() {
+			defer g.Leave()
+			_, errs[i] = db.PersistEvents(ctx, batches[i])
+		})
+	}
+	wg.Wait()
+	return errs
+}
+
+func expectExtremities(t *testing.T, db *store.DB, roomID string, want ...string) {
+	t.Helper()
+	got, err := db.ForwardExtremities(context.Background(), roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("room %s: extremities %v, want %v", roomID, got, want)
 	}
 }

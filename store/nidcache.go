@@ -79,3 +79,39 @@ func (db *DB) roomNIDFor(t *txn, roomID, version, status string) (int64, error) 
 	}
 	return db.ensureRoom(t, roomID, version, status)
 }
+
+// extremityCache remembers each room's forward extremities (numbers and
+// IDs) as the last committed event write left them, so that the next
+// write of the room need not read them. Only event writes change the
+// table, and each publishes what it committed; a transaction that wrote
+// a room twice (two writes of a group) drops the room instead, since the
+// order in which its writers publish is not the order they wrote in.
+type extremityCache struct {
+	mu    sync.Mutex
+	rooms map[int64]map[int64]string
+}
+
+// extremityCacheRooms bounds the cache; when full it starts again empty.
+const extremityCacheRooms = 65536
+
+func (c *extremityCache) get(roomNID int64) (map[int64]string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ext, ok := c.rooms[roomNID]
+	return ext, ok
+}
+
+// publish records ext (not to be changed afterwards) as the room's
+// extremities; a nil ext forgets the room.
+func (c *extremityCache) publish(roomNID int64, ext map[int64]string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ext == nil {
+		delete(c.rooms, roomNID)
+		return
+	}
+	if c.rooms == nil || len(c.rooms) >= extremityCacheRooms {
+		c.rooms = make(map[int64]map[int64]string)
+	}
+	c.rooms[roomNID] = ext
+}

@@ -40,19 +40,42 @@ type wtx struct {
 	// them (nil until first needed); extAtStart what the table holds.
 	ext, extAtStart map[int64]bool
 
-	newEvents, prevEdges, authEdges, entries, current, outbound *rowBuffer
+	*writeBuffers
 }
 
-func (db *DB) newWtx(t *txn) *wtx {
-	return &wtx{t: t, db: db, eventNIDs: make(map[string]int64), newKeys: make(map[StateKey]int64),
-		rows: make(map[string]*eventRow), followed: make(map[int64]bool),
+// writeBuffers are the rows event writes buffer for multi-row INSERTs.
+// The writes of a merged group share one set (txn.shared), so that the
+// rooms of a transaction are written with a statement per table rather
+// than one per table and room.
+type writeBuffers struct {
+	newEvents, prevEdges, authEdges, entries, current, outbound *rowBuffer
+	// addedExts and droppedExts are forward extremity rows to insert and
+	// to delete; the inserts are written first, so a later write of the
+	// same room in a merged group can drop what an earlier one added.
+	addedExts, droppedExts *rowBuffer
+}
+
+func (db *DB) newWriteBuffers() *writeBuffers {
+	return &writeBuffers{
 		outbound:  newRowBuffer(db.d.outboundRows),
 		newEvents: newRowBuffer(db.d.newEventRows),
 		prevEdges: newRowBuffer(db.d.prevEdgeRows),
 		authEdges: newRowBuffer(db.d.authEdgeRows),
 		entries:   newRowBuffer(db.d.stateEntryRows),
 		current:   newRowBuffer(db.d.currentStateRows),
+
+		addedExts:   newRowBuffer(db.d.extremityRows),
+		droppedExts: newRowBuffer(db.d.droppedExtremityRows),
 	}
+}
+
+func (db *DB) newWtx(t *txn) *wtx {
+	bufs := t.shared
+	if bufs == nil {
+		bufs = db.newWriteBuffers()
+	}
+	return &wtx{t: t, db: db, eventNIDs: make(map[string]int64), newKeys: make(map[StateKey]int64),
+		rows: make(map[string]*eventRow), followed: make(map[int64]bool), writeBuffers: bufs}
 }
 
 // committed publishes the transaction's new state-key numbers and the
@@ -61,6 +84,9 @@ func (w *wtx) committed() {
 	w.db.nids.publish(w.eventNIDs)
 	if w.roomNID != 0 {
 		w.db.roomNIDs.publish(w.roomID, w.roomVersion, w.roomNID)
+	}
+	if w.ext != nil {
+		w.db.exts.publish(w.roomNID, w.committedExtremities())
 	}
 	if len(w.newKeys) == 0 {
 		return
@@ -229,8 +255,11 @@ func (w *wtx) persist(b Batch, res *PersistResult) error {
 			return err
 		}
 	}
-	if err := w.flushAll(); err != nil {
-		return err
+	if w.t.shared == nil {
+		// A merged group writes its shared rows once, at its end.
+		if err := w.flushAll(); err != nil {
+			return err
+		}
 	}
 	w.t.lastNID = w.nextNID
 	return nil
@@ -521,23 +550,7 @@ func (w *wtx) addEdges(nid int64, ev *rooms.Event) ([]int64, error) {
 
 func (w *wtx) updateExtremities(nid int64, prevs []int64, fresh bool) error {
 	if w.ext == nil {
-		w.ext, w.extAtStart = make(map[int64]bool), make(map[int64]bool)
-		rows, err := w.t.query(w.db.d.extremityNIDs, w.roomNID)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			var e int64
-			var id string
-			if err := rows.Scan(&e, &id); err != nil {
-				rows.Close()
-				return err
-			}
-			w.ext[e], w.extAtStart[e] = true, true
-			w.eventNIDs[id] = e
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+		if err := w.loadExtremities(); err != nil {
 			return err
 		}
 	}
@@ -587,19 +600,76 @@ func (w *wtx) extremityIDs() []string {
 }
 
 func (w *wtx) writeExtremities() error {
-	for e := range w.extAtStart {
-		if !w.ext[e] {
-			if _, err := w.t.exec(w.db.d.deleteExtremity, w.roomNID, e); err != nil {
+	for e := range w.ext {
+		if !w.extAtStart[e] {
+			if err := w.add(w.addedExts, w.roomNID, e); err != nil {
 				return err
 			}
 		}
 	}
-	for e := range w.ext {
-		if !w.extAtStart[e] {
-			if _, err := w.t.exec(w.db.d.addExtremity, w.roomNID, e); err != nil {
+	for e := range w.extAtStart {
+		if !w.ext[e] {
+			if err := w.add(w.droppedExts, w.roomNID, e); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// loadExtremities reads the room's forward extremities: from the cache
+// when the last committed write left them there and this transaction has
+// not written the room yet, else from the table (after writing what is
+// buffered, which may be an earlier write of the room in this group).
+func (w *wtx) loadExtremities() error {
+	w.ext, w.extAtStart = make(map[int64]bool), make(map[int64]bool)
+	if w.t.extWrites == nil {
+		w.t.extWrites = make(map[int64]int)
+	}
+	w.t.extWrites[w.roomNID]++
+	if w.t.extWrites[w.roomNID] == 1 {
+		if cached, ok := w.db.exts.get(w.roomNID); ok {
+			for e, id := range cached {
+				w.ext[e], w.extAtStart[e] = true, true
+				w.eventNIDs[id] = e
+			}
+			return nil
+		}
+	} else if err := w.flushAll(); err != nil {
+		return err
+	}
+	rows, err := w.t.query(w.db.d.extremityNIDs, w.roomNID)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var e int64
+		var id string
+		if err := rows.Scan(&e, &id); err != nil {
+			return err
+		}
+		w.ext[e], w.extAtStart[e] = true, true
+		w.eventNIDs[id] = e
+	}
+	return rows.Err()
+}
+
+// committedExtremities is what the cache should hold for the room once
+// this write is committed: its extremities, or nil (forget the room) when
+// the transaction wrote the room more than once or an ID is not known.
+func (w *wtx) committedExtremities() map[int64]string {
+	if w.t.extWrites[w.roomNID] != 1 {
+		return nil
+	}
+	out := make(map[int64]string, len(w.ext))
+	for id, nid := range w.eventNIDs {
+		if w.ext[nid] {
+			out[nid] = id
+		}
+	}
+	if len(out) != len(w.ext) {
+		return nil
+	}
+	return out
 }

@@ -13,13 +13,10 @@ import (
 // (origin, txnID); ErrNotFound if it was not seen (or expired).
 func (db *DB) TxnResponse(ctx context.Context, origin, txnID string) ([]byte, error) {
 	var resp []byte
-	err := db.read(ctx, func(t *txn) error {
-		err := t.queryRow(db.d.txnResponse, origin, txnID).Scan(&resp)
-		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("txn %s/%s: %w", origin, txnID, ErrNotFound)
-		}
-		return err
-	})
+	err := db.readRow(ctx, db.d.txnResponse, []any{origin, txnID}, &resp)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = fmt.Errorf("txn %s/%s: %w", origin, txnID, ErrNotFound)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}

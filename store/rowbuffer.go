@@ -29,6 +29,8 @@ type insertShape struct {
 	table    string
 	columns  []string
 	onClause string // what follows VALUES (conflict handling), may be empty
+	// deletes makes the statement delete the rows listed instead.
+	deletes bool
 }
 
 func newRowBuffer(s insertShape) *rowBuffer {
@@ -73,5 +75,5 @@ func (w *wtx) flushAll() error {
 }
 
 func (w *wtx) buffers() []*rowBuffer {
-	return []*rowBuffer{w.newEvents, w.prevEdges, w.authEdges, w.entries, w.current, w.outbound}
+	return []*rowBuffer{w.newEvents, w.prevEdges, w.authEdges, w.entries, w.current, w.outbound, w.addedExts, w.droppedExts}
 }

@@ -39,7 +39,8 @@ type dialect struct {
 	eventByID, eventsByIDs, eventsByNIDs, heldEventIDs        string
 	heldNIDsInRoom, prevEventsOf, eventIDByNID, eventStateRow string
 	redactEvent, authChain, authChildren                      string
-	addExtremity, deleteExtremity, forwardExtremities         string
+	forwardExtremities                                        string
+	extremityRows, droppedExtremityRows                       insertShape
 	extremityNIDs, maxEventNID, heldFollowers                 string
 
 	// state
@@ -85,7 +86,7 @@ func cachedMultiInsert(build func(s insertShape, rows int) string) func(s insert
 	}
 	var cache sync.Map
 	return func(s insertShape, rows int) string {
-		k := key{s.table + "\x00" + s.onClause, rows}
+		k := key{fmt.Sprint(s.table, "\x00", s.onClause, "\x00", s.deletes), rows}
 		if q, ok := cache.Load(k); ok {
 			return q.(string)
 		}
@@ -150,24 +151,33 @@ var sqliteDialect = &dialect{
 		outlier = excluded.outlier, rejected_reason = excluded.rejected_reason, soft_failed = excluded.soft_failed,
 		before_snapshot_nid = excluded.before_snapshot_nid, json = excluded.json
 	WHERE events.json IS NULL OR (events.outlier = 1 AND excluded.outlier = 0)
-	RETURNING event_nid, event_id`},
+	RETURNING event_nid, event_id`, false},
 	newEventRows: insertShape{"events", []string{"event_nid", "event_id", "room_nid", "state_key_nid", "membership", "depth",
-		"origin_server_ts", "outlier", "rejected_reason", "soft_failed", "before_snapshot_nid", "json"}, ""},
-	existingEventIDs:  `SELECT event_id FROM events WHERE event_id IN (SELECT value FROM json_each(?))`,
-	lookupEventNID:    `SELECT event_nid FROM events WHERE event_id = ?`,
-	insertPlaceholder: `INSERT INTO events (event_id, room_nid) VALUES (?, ?) RETURNING event_nid`,
-	heldEventNID:      `SELECT event_nid FROM events WHERE event_id = ? AND json IS NOT NULL`,
-	prevEdgeRows:      insertShape{"event_prev", []string{"event_nid", "prev_nid"}, "ON CONFLICT DO NOTHING"},
-	authEdgeRows:      insertShape{"event_auth", []string{"event_nid", "auth_nid"}, "ON CONFLICT DO NOTHING"},
+		"origin_server_ts", "outlier", "rejected_reason", "soft_failed", "before_snapshot_nid", "json"}, "", false},
+	existingEventIDs:     `SELECT event_id FROM events WHERE event_id IN (SELECT value FROM json_each(?))`,
+	lookupEventNID:       `SELECT event_nid FROM events WHERE event_id = ?`,
+	insertPlaceholder:    `INSERT INTO events (event_id, room_nid) VALUES (?, ?) RETURNING event_nid`,
+	heldEventNID:         `SELECT event_nid FROM events WHERE event_id = ? AND json IS NOT NULL`,
+	prevEdgeRows:         insertShape{"event_prev", []string{"event_nid", "prev_nid"}, "ON CONFLICT DO NOTHING", false},
+	authEdgeRows:         insertShape{"event_auth", []string{"event_nid", "auth_nid"}, "ON CONFLICT DO NOTHING", false},
+	extremityRows:        insertShape{"forward_extremities", []string{"room_nid", "event_nid"}, "ON CONFLICT DO NOTHING", false},
+	droppedExtremityRows: insertShape{"forward_extremities", []string{"room_nid", "event_nid"}, "", true},
 	multiInsert: cachedMultiInsert(func(s insertShape, rows int) string {
 		var b strings.Builder
-		fmt.Fprintf(&b, "INSERT INTO %s (%s) VALUES ", s.table, strings.Join(s.columns, ", "))
+		if s.deletes {
+			fmt.Fprintf(&b, "DELETE FROM %s WHERE (%s) IN (VALUES ", s.table, strings.Join(s.columns, ", "))
+		} else {
+			fmt.Fprintf(&b, "INSERT INTO %s (%s) VALUES ", s.table, strings.Join(s.columns, ", "))
+		}
 		row := "(?" + strings.Repeat(", ?", len(s.columns)-1) + ")"
 		for i := range rows {
 			if i > 0 {
 				b.WriteString(", ")
 			}
 			b.WriteString(row)
+		}
+		if s.deletes {
+			b.WriteString(")")
 		}
 		if s.onClause != "" {
 			b.WriteString(" " + s.onClause)
@@ -197,24 +207,22 @@ var sqliteDialect = &dialect{
 	SELECT e.event_nid, e.event_id FROM chain c JOIN events e ON e.event_nid = c.nid WHERE e.json IS NOT NULL`,
 	authChildren: `SELECT a.event_nid, e.event_id FROM event_auth a JOIN events e ON e.event_nid = a.event_nid
 		WHERE a.auth_nid = ? AND e.json IS NOT NULL`,
-	addExtremity: `INSERT INTO forward_extremities (room_nid, event_nid) VALUES (?, ?) ON CONFLICT DO NOTHING`,
 	heldFollowers: `SELECT COUNT(*) FROM event_prev p JOIN events c ON c.event_nid = p.event_nid
 		WHERE p.prev_nid = ? AND c.json IS NOT NULL AND c.outlier = 0
 			AND c.rejected_reason IS NULL AND c.soft_failed = 0`,
-	deleteExtremity: `DELETE FROM forward_extremities WHERE room_nid = ? AND event_nid = ?`,
-	extremityNIDs:   `SELECT f.event_nid, e.event_id FROM forward_extremities f JOIN events e ON e.event_nid = f.event_nid WHERE f.room_nid = ?`,
-	maxEventNID:     `SELECT COALESCE(MAX(event_nid), 0) FROM events`,
+	extremityNIDs: `SELECT f.event_nid, e.event_id FROM forward_extremities f JOIN events e ON e.event_nid = f.event_nid WHERE f.room_nid = ?`,
+	maxEventNID:   `SELECT COALESCE(MAX(event_nid), 0) FROM events`,
 	forwardExtremities: `SELECT e.event_id FROM forward_extremities f JOIN events e ON e.event_nid = f.event_nid
 		WHERE f.room_nid = ? ORDER BY e.event_id`,
 
 	lookupStateKey: `SELECT state_key_nid FROM state_keys WHERE type = ? AND state_key = ?`,
 	stateKeyRows: insertShape{"state_keys", []string{"type", "state_key"},
-		"ON CONFLICT (type, state_key) DO NOTHING RETURNING state_key_nid, type, state_key"},
+		"ON CONFLICT (type, state_key) DO NOTHING RETURNING state_key_nid, type, state_key", false},
 	stateKeyByNID:  `SELECT type, state_key FROM state_keys WHERE state_key_nid = ?`,
 	insertSnapshot: `INSERT INTO state_snapshots (room_nid, parent_nid, span, entries, chain_rows, full_rows) VALUES (?, ?, ?, ?, ?, ?) RETURNING snapshot_nid`,
-	stateEntryRows: insertShape{"state_entries", []string{"snapshot_nid", "state_key_nid", "event_nid"}, ""},
+	stateEntryRows: insertShape{"state_entries", []string{"snapshot_nid", "state_key_nid", "event_nid"}, "", false},
 	currentStateRows: insertShape{"current_state", []string{"room_nid", "state_key_nid", "event_nid"},
-		"ON CONFLICT (room_nid, state_key_nid) DO UPDATE SET event_nid = excluded.event_nid"},
+		"ON CONFLICT (room_nid, state_key_nid) DO UPDATE SET event_nid = excluded.event_nid", false},
 	setAfterSnapshot: `UPDATE events SET after_snapshot_nid = ? WHERE event_nid = ?`,
 	snapshotChain: `WITH RECURSIVE c(nid, parent, span, entries, chain_rows, full_rows, lvl) AS (
 		SELECT snapshot_nid, parent_nid, span, entries, chain_rows, full_rows, 0 FROM state_snapshots WHERE snapshot_nid = ?
@@ -271,7 +279,7 @@ var sqliteDialect = &dialect{
 	putTxnResponse: `INSERT INTO inbound_txns (origin, txn_id, response, received_ts) VALUES (?, ?, ?, ?)
 		ON CONFLICT (origin, txn_id) DO UPDATE SET response = excluded.response`,
 	expireTxns:          `DELETE FROM inbound_txns WHERE received_ts < ?`,
-	outboundRows:        insertShape{"outbound", []string{"destination", "event_nid"}, ""},
+	outboundRows:        insertShape{"outbound", []string{"destination", "event_nid"}, "", false},
 	enqueueEDU:          `INSERT INTO outbound (destination, edu) VALUES (?, ?)`,
 	pendingDestinations: `SELECT destination FROM outbound UNION SELECT destination FROM destinations WHERE txn_id != '' ORDER BY 1`,
 	peekPDUs: `SELECT o.pos, e.event_id, e.json FROM outbound o JOIN events e ON e.event_nid = o.event_nid
@@ -310,7 +318,7 @@ var sqliteDialect = &dialect{
 	deleteItems:      `DELETE FROM outbound WHERE destination = ?1 AND pos IN (SELECT value FROM json_each(?2))`,
 	pendingCountUpTo: `SELECT COUNT(*) FROM (SELECT 1 FROM outbound WHERE destination = ?1 LIMIT ?2)`,
 
-	hostLogRows: insertShape{"host_log", []string{"kind", "room_id", "event_nid", "payload", "ts"}, "RETURNING pos"},
+	hostLogRows: insertShape{"host_log", []string{"kind", "room_id", "event_nid", "payload", "ts"}, "RETURNING pos", false},
 	readHostLog: `SELECT h.pos, h.kind, h.room_id, e.event_id, COALESCE(e.json, h.payload), h.ts
 		FROM host_log h LEFT JOIN events e ON e.event_nid = h.event_nid
 		WHERE h.pos > ? ORDER BY h.pos LIMIT ?`,

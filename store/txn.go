@@ -73,6 +73,12 @@ type txn struct {
 	// writes of a grouped commit, 0 until one has run: the next one
 	// starts from it instead of asking the table.
 	lastNID int64
+	// shared, in a merged group commit, is the row buffers every event
+	// write of the group adds to, written once before the commit.
+	shared *writeBuffers
+	// extWrites counts, per room, the event writes of this transaction
+	// that looked at its forward extremities.
+	extWrites map[int64]int
 }
 
 func (t *txn) stmt(q string) (*sql.Stmt, error) {
