@@ -34,6 +34,12 @@ func (e *Engine) fillGap(ctx context.Context, origin string, h *roomHead, ev *ro
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	log := e.Logger.With().Str(fieldOrigin, origin).Str(fieldEventID, ev.EventID()).Logger()
+	// The other rooms of the transaction need not hold their commit for
+	// this room's fetches.
+	if g := store.WriteGroupOf(ctx); g != nil {
+		g.Leave()
+		defer g.Join()
+	}
 
 	v := h.v
 	earliest := h.extremities

@@ -100,10 +100,14 @@ func (e *Engine) ReceivePDUTrees(ctx context.Context, origin string, pdus [][]by
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, maxParallelRooms)
+	writes := e.Store.NewWriteGroup()
+	ctx = store.WithWriteGroup(ctx, writes)
 	for _, g := range order {
 		wg.Go(func() {
 			slots <- struct{}{}
 			defer func() { <-slots }()
+			writes.Join()
+			defer writes.Leave()
 			own := make(map[string]error, len(g.raws))
 			e.receiveRoom(ctx, origin, g, own)
 			mu.Lock()
@@ -115,9 +119,11 @@ func (e *Engine) ReceivePDUTrees(ctx context.Context, origin string, pdus [][]by
 	return results
 }
 
-// maxParallelRooms bounds the rooms of one transaction judged at once:
-// enough to fill the CPUs while others wait for their commit.
-const maxParallelRooms = 16
+// maxParallelRooms bounds the rooms of one transaction judged at once.
+// All the rooms a transaction can hold (one per PDU) run together, so
+// that their writes share one commit (store.WriteGroup): judged a part
+// at a time, each part paid for a commit of its own.
+const maxParallelRooms = 50
 
 // roomPDUs are the PDUs of one room in a transaction: their bytes and,
 // for those that are strict JSON, their parsed trees (nil otherwise).
