@@ -31,7 +31,7 @@ func BenchmarkSend_Ingest(b *testing.B) {
 		pdus[i] = ev.JSON()
 		prev = []string{ev.EventID()}
 	}
-	sendTimed(b, w.remote.client, "bench", pdus)
+	sendTimed(b, ingestStream{client: w.remote.client, origin: "remote.test", txnPrefix: "bench", pdus: pdus})
 }
 
 // ed25519VerifyRate measures how many signatures of the size of a typical
@@ -83,66 +83,131 @@ func canonicalTransaction(b *testing.B, origin string, pdus []json.RawMessage) [
 // one after the other by one server, every check on and every
 // transaction committed before its answer. It reports PDUs/s next to the
 // one-core ed25519 verify rate measured in the same run.
+//
+// One server sending one transaction at a time is the worst case: the
+// spec has a server's transactions processed in order, so the receiver
+// cannot overlap one with the next and waits for each commit in turn.
+// BenchmarkSend_Ingest100RoomsFourServers is the same load from four
+// servers at once.
 func BenchmarkSend_Ingest100Rooms(b *testing.B) {
-	const roomCount = 100
-	w := newInboundWorld(b, "10")
-	ctx := context.Background()
-	roomsOf := []*remoteRoom{w.room}
-	for len(roomsOf) < roomCount {
-		roomID, err := w.ferry.engine.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: "10", Preset: homeserver.PresetPublicChat})
-		if err != nil {
-			b.Fatal(err)
-		}
-		roomsOf = append(roomsOf, newRemoteRoom(b, w.remote, w.ferry, roomID))
-	}
-	prevs := make([][]string, roomCount)
-	for i, rr := range roomsOf {
-		join := rr.build(eventSpec{typ: "m.room.member", stateKey: rooms.StringPtr(bob), sender: bob, content: map[string]any{"membership": "join"}})
-		if res := rr.send(fmt.Sprintf("join-%d", i), join); res[join.EventID()] != "" {
-			b.Fatalf("join of room %d: %q", i, res[join.EventID()])
-		}
-		rr.apply(join)
-		prevs[i] = []string{join.EventID()}
-	}
-	pdus := make([]json.RawMessage, b.N)
-	for i := range pdus {
-		r := i % roomCount
-		ev := roomsOf[r].build(eventSpec{typ: "m.room.message", sender: bob, content: map[string]any{"msgtype": "m.text", "body": fmt.Sprintf("message %d", i)}, prev: prevs[r]})
-		pdus[i] = ev.JSON()
-		prevs[r] = []string{ev.EventID()}
-	}
-	sendTimed(b, w.remote.client, "bench100", pdus)
+	benchmarkIngestRooms(b, 100, 1)
 }
 
-// sendTimed sends pdus from remote.test to ferry.test in transactions of
-// 50, one after the other, failing on any PDU not accepted, and reports
-// PDUs/s and the one-core ed25519 verify rate measured beforehand. The
-// transactions are encoded before the timer starts, as a load generator
-// does: only each request's X-Matrix signature is made while timed.
-func sendTimed(b *testing.B, client *Client, txnPrefix string, pdus []json.RawMessage) {
+// BenchmarkSend_Ingest100RoomsFourServers is BenchmarkSend_Ingest100Rooms
+// with the load coming from four remote servers at once, as it does when
+// a server is in many rooms: each server has joined 25 of the rooms and
+// sends the chains of those, one transaction at a time, the four
+// concurrently. b.N PDUs are sent in all.
+func BenchmarkSend_Ingest100RoomsFourServers(b *testing.B) {
+	benchmarkIngestRooms(b, 100, 4)
+}
+
+// benchmarkIngestRooms sends b.N message PDUs into roomCount rooms from
+// servers remote servers, each with its own share of the rooms.
+func benchmarkIngestRooms(b *testing.B, roomCount, servers int) {
+	ctx := context.Background()
+	pki := newTestPKI(b)
+	ferry := startFerry(b, pki, "ferry.test")
+	var streams []ingestStream
+	var roomsOf []*remoteRoom
+	for k := range servers {
+		name := "remote.test"
+		if k > 0 {
+			name = fmt.Sprintf("remote%d.test", k+1)
+		}
+		node := newRoomNode(b, pki, name, byte(42+k))
+		node.start(b, pki, newScriptedRooms())
+		linkNodes(ferry.roomNode, node)
+		user := "@bob:" + name
+		var own []*remoteRoom
+		for range roomCount / servers {
+			roomID, err := ferry.engine.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: "10", Preset: homeserver.PresetPublicChat})
+			if err != nil {
+				b.Fatal(err)
+			}
+			rr := newRemoteRoom(b, node, ferry, roomID)
+			join := rr.build(eventSpec{typ: "m.room.member", stateKey: rooms.StringPtr(user), sender: user, content: map[string]any{"membership": "join"}})
+			if res := rr.send(fmt.Sprintf("join-%d", len(roomsOf)), join); res[join.EventID()] != "" {
+				b.Fatalf("join of room %d: %q", len(roomsOf), res[join.EventID()])
+			}
+			rr.apply(join)
+			own = append(own, rr)
+			roomsOf = append(roomsOf, rr)
+		}
+		streams = append(streams, ingestStream{client: node.client, origin: name, txnPrefix: fmt.Sprintf("bench-%d", k), user: user, rooms: own})
+	}
+	// The PDUs go round-robin over the rooms: server k gets PDUs
+	// k, k+servers, ... of the whole sequence.
+	prevs := make(map[*remoteRoom][]string, len(roomsOf))
+	for _, rr := range roomsOf {
+		prevs[rr] = rr.extremities()
+	}
+	for i := range b.N {
+		st := &streams[i%servers]
+		rr := st.rooms[(i/servers)%len(st.rooms)]
+		ev := rr.build(eventSpec{typ: "m.room.message", sender: st.user, content: map[string]any{"msgtype": "m.text", "body": fmt.Sprintf("message %d", i)}, prev: prevs[rr]})
+		st.pdus = append(st.pdus, ev.JSON())
+		prevs[rr] = []string{ev.EventID()}
+	}
+	sendTimed(b, streams...)
+}
+
+// ingestStream is one remote server's share of an ingest benchmark.
+type ingestStream struct {
+	client            *Client
+	origin, txnPrefix string
+	user              string
+	rooms             []*remoteRoom
+	pdus              []json.RawMessage
+}
+
+// sendTimed sends each stream's PDUs from its server to ferry.test in
+// transactions of 50, one after the other, the streams concurrently,
+// failing on any PDU not accepted, and reports PDUs/s and the one-core
+// ed25519 verify rate measured beforehand. The transactions are encoded
+// before the timer starts, as a load generator does: only each request's
+// X-Matrix signature is made while timed.
+func sendTimed(b *testing.B, streams ...ingestStream) {
 	b.Helper()
-	verifyRate := ed25519VerifyRate(b, pdus[0])
-	var bodies [][]byte
-	for i := 0; i < len(pdus); i += MaxTransactionPDUs {
-		bodies = append(bodies, canonicalTransaction(b, "remote.test", pdus[i:min(i+MaxTransactionPDUs, len(pdus))]))
+	verifyRate := ed25519VerifyRate(b, streams[0].pdus[0])
+	bodies := make([][][]byte, len(streams))
+	total := 0
+	for k, st := range streams {
+		for i := 0; i < len(st.pdus); i += MaxTransactionPDUs {
+			bodies[k] = append(bodies[k], canonicalTransaction(b, st.origin, st.pdus[i:min(i+MaxTransactionPDUs, len(st.pdus))]))
+		}
+		total += len(st.pdus)
 	}
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.ResetTimer()
 	start := time.Now()
-	for txn, body := range bodies {
-		res, err := client.SendTransactionBody(ctx, "ferry.test", fmt.Sprintf("%s-%d", txnPrefix, txn), body)
-		if err != nil {
-			b.Fatal(err)
-		}
-		for id, msg := range res {
-			if msg != "" {
-				b.Fatalf("event %s: %s", id, msg)
+	errs := make(chan error, len(streams))
+	for k, st := range streams {
+		go func() {
+			for txn, body := range bodies[k] {
+				res, err := st.client.SendTransactionBody(ctx, "ferry.test", fmt.Sprintf("%s-%d", st.txnPrefix, txn), body)
+				if err != nil {
+					errs <- err
+					return
+				}
+				for id, msg := range res {
+					if msg != "" {
+						errs <- fmt.Errorf("event %s: %s", id, msg)
+						return
+					}
+				}
 			}
+			errs <- nil
+		}()
+	}
+	for range streams {
+		if err := <-errs; err != nil {
+			b.Fatal(err)
 		}
 	}
 	elapsed := time.Since(start)
 	b.StopTimer()
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "pdus/s")
+	b.ReportMetric(float64(total)/elapsed.Seconds(), "pdus/s")
 	b.ReportMetric(verifyRate, "ed25519-verify/s")
 }
