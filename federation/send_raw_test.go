@@ -84,6 +84,7 @@ func (r *receiverRooms) received() int {
 // deliveryWorld is a Ferry server with outbound delivery over the real
 // client, and receivers joined to one of its rooms, all on loopback TLS.
 type deliveryWorld struct {
+	pki       *testPKI
 	ferry     *ferryNode
 	delivery  *homeserver.Delivery
 	roomID    string
@@ -124,7 +125,7 @@ func newIdleDeliveryWorld(t testing.TB, receivers int, arrived chan<- int) *deli
 		OnQueued: func(dests []string) { d.Notify(dests...) },
 	}
 	n.start(t, pki, eng)
-	w := &deliveryWorld{ferry: &ferryNode{roomNode: n, db: db, engine: eng}, delivery: d}
+	w := &deliveryWorld{pki: pki, ferry: &ferryNode{roomNode: n, db: db, engine: eng}, delivery: d}
 	roomID, err := eng.CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: "@alice:ferry.test", Version: "12", Preset: homeserver.PresetPublicChat})
 	if err != nil {
 		t.Fatal(err)

@@ -82,7 +82,7 @@ func TestWriteGroup_OneMergedCommit(t *testing.T) {
 	t.Parallel()
 	var writes atomic.Int64
 	db := storetest.Open(t, store.Options{
-		MaxGroupWait:       time.Minute, // never the reason a group is committed
+		MaxGroupWait: time.Minute, // never the reason a group is committed
 		ObserveTransaction: func(write bool, _ time.Duration) {
 			if write {
 				writes.Add(1)
