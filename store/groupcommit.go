@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
@@ -39,19 +40,22 @@ type commitUnit struct {
 // WriteGroup names work that runs at once and whose writes should share
 // one commit: the rooms of one inbound transaction, judged in parallel.
 // Left to timing, their writes reach the store a few at a time and the
-// transaction pays for several commits; with a WriteGroup a leader about
-// to commit a participant's write first waits (a few milliseconds at
-// most) until every running participant has queued a write or left.
+// transaction pays for several commits. With a WriteGroup, the
+// transaction that takes in a participant's write stays open (a few
+// milliseconds at most, Options.MaxGroupWait) until every running
+// participant has had its write taken in or left, and writes each as it
+// comes, so the first rooms are written while the last are still judged.
 //
 // A participant calls Join before its work and Leave after it; its
-// context carries the group (WithWriteGroup). A participant that goes
-// off to do something slow (fetching from the network) should Leave and
-// Join again so that the others do not wait for it.
+// context carries the group (WithWriteGroup). A participant that goes off
+// to do something slow (fetching from the network) should Leave and Join
+// again so that the others do not wait for it.
 type WriteGroup struct {
 	db *DB
 	// running counts participants between Join and Leave; queued those of
-	// them whose write waits in the queue. Both under db.group.mu.
-	running, queued int
+	// them whose write waits in the queue, taken those whose write is in
+	// the transaction being written. All under db.group.mu.
+	running, queued, taken int
 }
 
 // NewWriteGroup returns a group with no participants.
@@ -95,38 +99,84 @@ func (gc *groupCommit) signal() {
 	}
 }
 
-// incomplete reports whether a group with a write in the queue still has
-// a running participant that has not queued one; gc.mu is held.
-func (gc *groupCommit) incomplete() bool {
-	for _, u := range gc.queue {
-		if g := u.group; g != nil && g.running > g.queued {
-			return true
-		}
+// incomplete reports whether a WriteGroup of one of units, or of a
+// queued write, still has a participant running that has neither queued
+// a write nor had one taken into the transaction being written; gc.mu is
+// held.
+func (gc *groupCommit) incomplete(units []*commitUnit) bool {
+	waiting := func(u *commitUnit) bool {
+		g := u.group
+		return g != nil && g.running > g.queued+g.taken
 	}
-	return false
+	return slices.ContainsFunc(units, waiting) || slices.ContainsFunc(gc.queue, waiting)
 }
 
-// awaitGroups waits, up to maxWait, until no group with a write in the
-// queue has a participant still running; gc.mu is held. maxWait
-// (Options.MaxGroupWait) is enough for the rooms of a transaction to be
-// judged, short enough that a participant held up elsewhere costs little.
-func (gc *groupCommit) awaitGroups(maxWait time.Duration) {
-	if !gc.incomplete() {
-		return
+// maxMergedUnits bounds the writes one merged transaction takes in.
+const maxMergedUnits = 512
+
+// take moves the queued writes into the transaction being written; gc.mu
+// is held.
+func (gc *groupCommit) take() []*commitUnit {
+	units := gc.queue
+	gc.queue = nil
+	for _, u := range units {
+		if u.group != nil {
+			u.group.queued--
+			u.group.taken++
+		}
+	}
+	return units
+}
+
+// more waits, until deadline, for writes to add to a merged transaction
+// that holds units: it returns what is queued as soon as there is some,
+// and nil once no WriteGroup of the transaction has a participant still
+// running (nothing more is coming that the transaction should wait for),
+// the deadline has passed or the transaction holds maxMergedUnits.
+func (gc *groupCommit) more(units []*commitUnit, deadline time.Time) []*commitUnit {
+	gc.mu.Lock()
+	defer gc.mu.Unlock()
+	if len(units) >= maxMergedUnits {
+		return nil
+	}
+	if len(gc.queue) > 0 {
+		return gc.take()
+	}
+	wait := time.Until(deadline)
+	if wait <= 0 || !gc.incomplete(units) {
+		return nil
 	}
 	if gc.arrived == nil {
 		gc.arrived = sync.NewCond(&gc.mu)
 	}
 	expired := false
-	timer := time.AfterFunc(maxWait, func() {
+	timer := time.AfterFunc(wait, func() {
 		gc.mu.Lock()
 		expired = true
 		gc.arrived.Broadcast()
 		gc.mu.Unlock()
 	})
 	defer timer.Stop()
-	for !expired && gc.incomplete() {
+	for !expired && len(gc.queue) == 0 && gc.incomplete(units) {
 		gc.arrived.Wait()
+	}
+	return gc.take()
+}
+
+// finish tells units their outcome.
+func (gc *groupCommit) finish(units []*commitUnit) {
+	gc.mu.Lock()
+	for _, u := range units {
+		if u.group != nil {
+			u.group.taken--
+		}
+	}
+	gc.mu.Unlock()
+	for _, u := range units {
+		if u.err != nil {
+			u.w = nil
+		}
+		close(u.done)
 	}
 }
 
@@ -149,14 +199,7 @@ func (db *DB) writeGrouped(ctx context.Context, fn func(t *txn) (*wtx, error)) (
 	}
 	g.leading = true
 	for {
-		g.awaitGroups(db.opts.MaxGroupWait)
-		units := g.queue
-		g.queue = nil
-		for _, q := range units {
-			if q.group != nil {
-				q.group.queued--
-			}
-		}
+		units := g.take()
 		g.mu.Unlock()
 		db.commitGroup(ctx, units)
 		g.mu.Lock()
@@ -169,13 +212,18 @@ func (db *DB) writeGrouped(ctx context.Context, fn func(t *txn) (*wtx, error)) (
 	return u.w, u.err
 }
 
-// commitGroup writes units in one transaction and tells each its
-// outcome: merged when that works, else each in a savepoint.
+// commitGroup writes units, and the writes that join them meanwhile, in
+// one transaction and tells each its outcome: merged when that works,
+// else each in a savepoint.
 func (db *DB) commitGroup(ctx context.Context, units []*commitUnit) {
-	if len(units) > 1 && db.commitMerged(ctx, units) {
+	if len(units) == 1 && units[0].group == nil {
+		db.commitSeparately(ctx, units)
 		return
 	}
-	db.commitSeparately(ctx, units)
+	units, ok := db.commitMerged(ctx, units)
+	if !ok {
+		db.commitSeparately(ctx, units)
+	}
 }
 
 // errMergeFailed ends a merged attempt at a group.
@@ -184,23 +232,35 @@ var errMergeFailed = errors.New("a write of the merged group failed")
 // commitMerged writes units one after the other in one transaction, with
 // shared row buffers written once at the end and no savepoints: a
 // group's rooms cost a statement per table instead of one per table and
-// room. When any of it fails, nothing is kept and it returns false for
-// the group to be written again unit by unit (commitSeparately), where a
-// failing write does not undo the others. Units only read what they
-// write themselves, each in its own room, so deferring the shared rows
-// to the end changes nothing they see; a conflict between units shows as
-// an error and takes the separate path.
-func (db *DB) commitMerged(ctx context.Context, units []*commitUnit) bool {
+// room. While a WriteGroup of the transaction has participants still
+// being judged, it waits for their writes (up to Options.MaxGroupWait)
+// and runs each as it comes, so that writing the first rooms overlaps
+// judging the last ones; writes queued meanwhile by others join too.
+//
+// It returns every unit the transaction took in, and false when any of it
+// failed: then nothing is kept, and the units are to be written again one
+// by one (commitSeparately), where a failing write does not undo the
+// others. Units only read what they write themselves, each in its own
+// room, so deferring the shared rows to the end changes nothing they
+// see; where a room is written twice the store writes the shared rows
+// before reading (loadExtremities); a conflict between units shows as an
+// error and takes the separate path.
+func (db *DB) commitMerged(ctx context.Context, units []*commitUnit) ([]*commitUnit, bool) {
+	deadline := time.Now().Add(db.opts.MaxGroupWait)
 	err := db.write(context.WithoutCancel(ctx), func(t *txn) error {
 		t.shared = db.newWriteBuffers()
-		for _, u := range units {
-			if err := u.ctx.Err(); err != nil {
-				u.err = err
-				continue
+		for next := units; len(next) > 0; {
+			for _, u := range next {
+				if err := u.ctx.Err(); err != nil {
+					u.err = err
+					continue
+				}
+				if u.w, u.err = u.run(t); u.err != nil {
+					return errMergeFailed
+				}
 			}
-			if u.w, u.err = u.run(t); u.err != nil {
-				return errMergeFailed
-			}
+			next = db.group.more(units, deadline)
+			units = append(units, next...)
 		}
 		w := &wtx{t: t, db: db, writeBuffers: t.shared}
 		return w.flushAll()
@@ -209,15 +269,10 @@ func (db *DB) commitMerged(ctx context.Context, units []*commitUnit) bool {
 		for _, u := range units {
 			u.w, u.err = nil, nil
 		}
-		return false
+		return units, false
 	}
-	for _, u := range units {
-		if u.err != nil {
-			u.w = nil
-		}
-		close(u.done)
-	}
-	return true
+	db.group.finish(units)
+	return units, true
 }
 
 // commitSeparately writes units in one transaction, each in a savepoint.
@@ -255,9 +310,6 @@ func (db *DB) commitSeparately(ctx context.Context, units []*commitUnit) {
 		if err != nil && u.err == nil {
 			u.err, u.w = err, nil
 		}
-		if u.err != nil {
-			u.w = nil
-		}
-		close(u.done)
 	}
+	db.group.finish(units)
 }

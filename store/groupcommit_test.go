@@ -76,8 +76,10 @@ func TestGroupCommit_ConcurrentRooms(t *testing.T) {
 
 // TestWriteGroup_OneMergedCommit: the rooms of a WriteGroup, written at
 // once, share one database transaction (the leader waits for all of
-// them) and each ends with its events and extremities; the room's next
-// write, outside the group, starts from the extremities the group left.
+// them) and each ends with its events, extremities and host log entries
+// (numbered by the store, after those before, each once); the room's
+// next write, outside the group, starts from the extremities the group
+// left and appends after the group's entries.
 func TestWriteGroup_OneMergedCommit(t *testing.T) {
 	t.Parallel()
 	var writes atomic.Int64
@@ -95,12 +97,20 @@ func TestWriteGroup_OneMergedCommit(t *testing.T) {
 		testRooms[i] = newTestRoom(t, fmt.Sprintf("wg%d", i))
 		persist(t, db, linear(testRooms[i].genesis()...))
 	}
+	ctx := context.Background()
+	head, err := db.AppendHostLog(ctx, store.HostLogEntry{Kind: store.HostEDU, Payload: []byte(`{}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	batches := make([]store.Batch, roomCount)
 	for i, r := range testRooms {
 		batches[i] = linear(r.message("a"), r.message("b"))
+		for _, ne := range batches[i].Events {
+			batches[i].HostLog = append(batches[i].HostLog, store.HostLogEntry{Kind: store.HostEvent, RoomID: r.id, EventID: ne.Event.EventID()})
+		}
 	}
 	before := writes.Load()
-	errs := writeInGroup(db, batches)
+	results, errs := writeInGroup(db, batches)
 	for i, err := range errs {
 		if err != nil {
 			t.Fatalf("room %d: %v", i, err)
@@ -109,10 +119,35 @@ func TestWriteGroup_OneMergedCommit(t *testing.T) {
 	if n := writes.Load() - before; n != 1 {
 		t.Fatalf("%d rooms of a write group took %d write transactions, want 1", roomCount, n)
 	}
+	records, err := db.ReadHostLog(ctx, head[0], 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(records) != 2*roomCount {
+		t.Fatalf("%d host log entries after the group, want %d", len(records), 2*roomCount)
+	}
+	logged := map[int64]string{}
+	for i, rec := range records {
+		if want := head[0] + 1 + int64(i); rec.Pos != want {
+			t.Fatalf("host log entry %d at %d, want %d", i, rec.Pos, want)
+		}
+		logged[rec.Pos] = rec.EventID
+	}
+	for i, res := range results {
+		for j, pos := range res.HostLog {
+			if id := batches[i].Events[j].Event.EventID(); logged[pos] != id {
+				t.Fatalf("room %d: entry %d reported at %d, which holds %q, not %s", i, j, pos, logged[pos], id)
+			}
+		}
+	}
 	for i, r := range testRooms {
 		expectExtremities(t, db, r.id, batches[i].Events[1].Event.EventID())
 		next := r.message("c")
-		persist(t, db, linear(next))
+		b := linear(next)
+		b.HostLog = []store.HostLogEntry{{Kind: store.HostEvent, RoomID: r.id, EventID: next.EventID()}}
+		if res := persist(t, db, b); res.HostLog[0] != head[0]+2*roomCount+1+int64(i) {
+			t.Fatalf("room %d: next entry at %d, want %d", i, res.HostLog[0], head[0]+2*roomCount+1+int64(i))
+		}
 		expectExtremities(t, db, r.id, next.EventID())
 	}
 }
@@ -133,7 +168,7 @@ func TestWriteGroup_FailingWriteFallsBack(t *testing.T) {
 		batches[i] = linear(r.message("a"), r.message("b"))
 	}
 	batches[2].Events[1].StateBefore = &store.StateRef{AfterEvent: "$nowhere"}
-	errs := writeInGroup(db, batches)
+	_, errs := writeInGroup(db, batches)
 	ctx := context.Background()
 	for i, r := range testRooms {
 		if i == 2 {
@@ -169,7 +204,8 @@ func TestWriteGroup_SameRoomTwice(t *testing.T) {
 	// Whichever is written first: the state before b is the state before
 	// a (a message changes none), so b does not need a stored.
 	batches[1].Events[0].StateBefore = &store.StateRef{AfterEvent: a.PrevEvents()[0]}
-	for i, err := range writeInGroup(db, batches) {
+	_, errs := writeInGroup(db, batches)
+	for i, err := range errs {
 		if err != nil {
 			t.Fatalf("write %d: %v", i, err)
 		}
@@ -183,23 +219,24 @@ func TestWriteGroup_SameRoomTwice(t *testing.T) {
 }
 
 // writeInGroup persists each batch in a goroutine of its own, all as
-// participants of one WriteGroup, and returns their errors.
-func writeInGroup(db *store.DB, batches []store.Batch) []error {
+// participants of one WriteGroup, and returns their results and errors.
+func writeInGroup(db *store.DB, batches []store.Batch) ([]store.PersistResult, []error) {
 	g := db.NewWriteGroup()
 	ctx := store.WithWriteGroup(context.Background(), g)
 	for range batches {
 		g.Join() // all are running before the first write is queued
 	}
 	errs := make([]error, len(batches))
+	results := make([]store.PersistResult, len(batches))
 	var wg sync.WaitGroup
 	for i := range batches {
 		wg.Go(func() {
 			defer g.Leave()
-			_, errs[i] = db.PersistEvents(ctx, batches[i])
+			results[i], errs[i] = db.PersistEvents(ctx, batches[i])
 		})
 	}
 	wg.Wait()
-	return errs
+	return results, errs
 }
 
 func expectExtremities(t *testing.T, db *store.DB, roomID string, want ...string) {
