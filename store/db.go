@@ -110,12 +110,13 @@ type DB struct {
 	stateKeys map[StateKey]int64
 	skNames   map[int64]StateKey
 
-	hostLog  hostLogNotifier
-	roots    rootCache
-	nids     nidCache
-	roomNIDs roomCache
-	exts     extremityCache
-	group    groupCommit
+	hostLog   hostLogNotifier
+	roots     rootCache
+	nids      nidCache
+	roomNIDs  roomCache
+	exts      extremityCache
+	eventRows eventRowCache
+	group     groupCommit
 }
 
 // ParseURL turns config's database.url into a file path: "sqlite:///abs",

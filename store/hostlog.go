@@ -98,6 +98,9 @@ func (db *DB) appendHostLog(t *txn, entries []HostLogEntry, written map[string]*
 		}
 		args = append(args, e.Kind, e.RoomID, nid, e.Payload, now)
 	}
+	if t.shared != nil {
+		return db.bufferHostLog(t, args, cols)
+	}
 	out := make([]int64, 0, len(entries))
 	for len(args) > 0 {
 		n := pow2Chunk(len(args) / cols)
@@ -123,6 +126,30 @@ func (db *DB) appendHostLog(t *txn, entries []HostLogEntry, written map[string]*
 		slices.Sort(got)
 		out = append(out, got...)
 		args = args[n*cols:]
+	}
+	return out, nil
+}
+
+// bufferHostLog numbers host log rows (args, cols values each) itself and
+// adds them to a merged group's shared rows: the rooms of an inbound
+// transaction append theirs with one statement instead of one each. The
+// log is only appended to, by the one writer, so the next position is
+// the highest plus one.
+func (db *DB) bufferHostLog(t *txn, args []any, cols int) ([]int64, error) {
+	if !t.hostPosKnown {
+		if err := t.queryRow(db.d.hostLogHead).Scan(&t.hostPos); err != nil {
+			return nil, err
+		}
+		t.hostPosKnown = true
+	}
+	w := &wtx{t: t, db: db, writeBuffers: t.shared}
+	out := make([]int64, 0, len(args)/cols)
+	for row := range slices.Chunk(args, cols) {
+		t.hostPos++
+		if err := w.add(w.hostLog, append([]any{t.hostPos}, row...)...); err != nil {
+			return nil, err
+		}
+		out = append(out, t.hostPos)
 	}
 	return out, nil
 }

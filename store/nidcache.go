@@ -115,3 +115,42 @@ func (c *extremityCache) publish(roomNID int64, ext map[int64]string) {
 	}
 	c.rooms[roomNID] = ext
 }
+
+// eventRowCache remembers what the state code reads of recently written
+// events (number, state key, outcome, state snapshots before and after),
+// so that a room's next write finds the event it follows without a
+// query. Only rows a committed transaction wrote or changed are
+// published: a row merely read could be older than a change another
+// write of the same transaction made and publishes. Bounded: when full it
+// starts again empty.
+type eventRowCache struct {
+	mu   sync.Mutex
+	rows map[string]eventRow
+}
+
+// eventRowCacheSize bounds the cache: the last events of many rooms.
+const eventRowCacheSize = 16384
+
+func (c *eventRowCache) get(id string) (eventRow, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.rows[id]
+	return r, ok
+}
+
+// publish adds the rows a committed transaction wrote or changed.
+func (c *eventRowCache) publish(rows map[string]*eventRow) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, r := range rows {
+		if !r.changed || !r.held {
+			continue
+		}
+		if c.rows == nil || len(c.rows) >= eventRowCacheSize {
+			c.rows = make(map[string]eventRow)
+		}
+		cached := *r
+		cached.changed = false
+		c.rows[id] = cached
+	}
+}

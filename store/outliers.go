@@ -61,7 +61,7 @@ func (w *wtx) persistOutlierChunk(evs []*rooms.Event, res *PersistResult) error 
 	}
 	for id, nid := range written {
 		w.eventNIDs[id] = nid
-		w.rows[id] = &eventRow{nid: nid, held: true, outlier: true}
+		w.rows[id] = &eventRow{nid: nid, held: true, outlier: true, changed: true}
 	}
 	for _, ev := range evs {
 		nid, ok := written[ev.EventID()]

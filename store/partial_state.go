@@ -211,6 +211,7 @@ func (w *wtx) restate(roomID string, evs []Restated, current *StateRef) error {
 		}
 		r.before = sql.NullInt64{Int64: snap, Valid: true}
 		r.after = sql.NullInt64{}
+		r.changed = true
 		if re.RejectedReason != "" {
 			if _, err := w.t.exec(`UPDATE events SET rejected_reason = ?, soft_failed = 0 WHERE event_nid = ?`, re.RejectedReason, r.nid); err != nil {
 				return err

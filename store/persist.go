@@ -53,6 +53,8 @@ type writeBuffers struct {
 	// to delete; the inserts are written first, so a later write of the
 	// same room in a merged group can drop what an earlier one added.
 	addedExts, droppedExts *rowBuffer
+	// hostLog holds host log entries numbered by the store (bufferHostLog).
+	hostLog *rowBuffer
 }
 
 func (db *DB) newWriteBuffers() *writeBuffers {
@@ -66,6 +68,7 @@ func (db *DB) newWriteBuffers() *writeBuffers {
 
 		addedExts:   newRowBuffer(db.d.extremityRows),
 		droppedExts: newRowBuffer(db.d.droppedExtremityRows),
+		hostLog:     newRowBuffer(db.d.numberedHostLogRows),
 	}
 }
 
@@ -88,6 +91,7 @@ func (w *wtx) committed() {
 	if w.ext != nil {
 		w.db.exts.publish(w.roomNID, w.committedExtremities())
 	}
+	w.db.eventRows.publish(w.rows)
 	if len(w.newKeys) == 0 {
 		return
 	}
@@ -504,7 +508,7 @@ func (w *wtx) persistOne(ne *NewEvent) (bool, error) {
 	}
 	w.eventNIDs[ev.EventID()] = nid
 	w.rows[ev.EventID()] = &eventRow{nid: nid, stateKey: skNID, held: true, outlier: outlier == 1,
-		rejected: rejected.Valid, before: before}
+		rejected: rejected.Valid, before: before, changed: true}
 	prevNIDs, err := w.addEdges(nid, ev)
 	if err != nil {
 		return false, err

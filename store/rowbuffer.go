@@ -75,5 +75,5 @@ func (w *wtx) flushAll() error {
 }
 
 func (w *wtx) buffers() []*rowBuffer {
-	return []*rowBuffer{w.newEvents, w.prevEdges, w.authEdges, w.entries, w.current, w.outbound, w.addedExts, w.droppedExts}
+	return []*rowBuffer{w.newEvents, w.prevEdges, w.authEdges, w.entries, w.current, w.outbound, w.addedExts, w.droppedExts, w.hostLog}
 }

@@ -69,7 +69,7 @@ type dialect struct {
 	destinationUpTo, pendingCountUpTo, deleteItems            string
 
 	// host log
-	hostLogRows                                 insertShape
+	hostLogRows, numberedHostLogRows            insertShape
 	readHostLog, hostLogHead, cursor, setCursor string
 
 	// diagnostics
@@ -318,7 +318,8 @@ var sqliteDialect = &dialect{
 	deleteItems:      `DELETE FROM outbound WHERE destination = ?1 AND pos IN (SELECT value FROM json_each(?2))`,
 	pendingCountUpTo: `SELECT COUNT(*) FROM (SELECT 1 FROM outbound WHERE destination = ?1 LIMIT ?2)`,
 
-	hostLogRows: insertShape{"host_log", []string{"kind", "room_id", "event_nid", "payload", "ts"}, "RETURNING pos", false},
+	hostLogRows:         insertShape{"host_log", []string{"kind", "room_id", "event_nid", "payload", "ts"}, "RETURNING pos", false},
+	numberedHostLogRows: insertShape{"host_log", []string{"pos", "kind", "room_id", "event_nid", "payload", "ts"}, "", false},
 	readHostLog: `SELECT h.pos, h.kind, h.room_id, e.event_id, COALESCE(e.json, h.payload), h.ts
 		FROM host_log h LEFT JOIN events e ON e.event_nid = h.event_nid
 		WHERE h.pos > ? ORDER BY h.pos LIMIT ?`,

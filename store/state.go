@@ -134,6 +134,9 @@ type eventRow struct {
 	rejected bool
 	before   sql.NullInt64
 	after    sql.NullInt64
+	// changed marks a row this transaction wrote or changed: what it
+	// publishes to the row cache once committed.
+	changed bool
 }
 
 func (db *DB) eventRow(t *txn, id string) (eventRow, error) {
@@ -250,6 +253,10 @@ func (w *wtx) eventRow(id string) (*eventRow, error) {
 	if r, ok := w.rows[id]; ok {
 		return r, nil
 	}
+	if r, ok := w.db.eventRows.get(id); ok {
+		w.rows[id] = &r
+		return &r, nil
+	}
 	r, err := w.db.eventRow(w.t, id)
 	if err != nil {
 		return nil, err
@@ -281,6 +288,7 @@ func (w *wtx) stateAfter(r *eventRow, id string) (int64, error) {
 		return 0, err
 	}
 	r.after = sql.NullInt64{Int64: snap, Valid: true}
+	r.changed = true
 	return snap, nil
 }
 

@@ -79,6 +79,10 @@ type txn struct {
 	// extWrites counts, per room, the event writes of this transaction
 	// that looked at its forward extremities.
 	extWrites map[int64]int
+	// hostPos is the host log's last position as this transaction leaves
+	// it, once hostPosKnown (merged groups number their entries).
+	hostPos      int64
+	hostPosKnown bool
 }
 
 func (t *txn) stmt(q string) (*sql.Stmt, error) {
