@@ -2,6 +2,8 @@ package federation
 
 import (
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -61,6 +63,7 @@ func (w *deliveryWorld) addDeadServers(tb testing.TB) {
 	refused := closedPort(tb)
 	wrongCert := httptest.NewUnstartedServer(http.NotFoundHandler())
 	wrongCert.TLS = TLSConfig(pki.issue(tb, "someone-else.test"))
+	wrongCert.Config.ErrorLog = log.New(io.Discard, "", 0) // each refused handshake would be logged
 	wrongCert.StartTLS()
 	tb.Cleanup(wrongCert.Close)
 	silent := silentListener(tb)
