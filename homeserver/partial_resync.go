@@ -15,10 +15,6 @@ import (
 // fetch a partial room's full state.
 const maxPartialResyncBackoff = 5 * time.Minute
 
-// resyncPersistChunk is how many events of a fetched full state one
-// database transaction writes.
-const resyncPersistChunk = 4096
-
 // errNoLongerPartial ends a resync whose room needs none any more: it
 // completed elsewhere, or we left the room.
 var errNoLongerPartial = errors.New("the room's state is no longer partial")
@@ -170,35 +166,19 @@ func (e *Engine) resyncFrom(ctx context.Context, rec store.PartialRoom, server s
 	if err != nil {
 		return fmt.Errorf("state: %w", err)
 	}
-	js, err := e.verifyJoinResponse(ctx, v, roomID, joinSE.Event, rawState, rawChain)
+	// Verified and written as a full join's answer is: a chunk at a time,
+	// the state events kept as their JSON between the two, so that a big
+	// room's state is never held parsed whole. The writes are chunks of a
+	// few thousand events: the room is in use meanwhile, and one
+	// transaction of its whole state would hold every other write of the
+	// server for seconds. A retry skips what is held.
+	js, err := e.verifyJoinAnswer(ctx, v, roomID, joinSE.Event, rawState, rawChain)
 	if err != nil {
 		return fmt.Errorf("state from %s: %w", server, err)
 	}
-	ids := make([]string, 0, len(js.events))
-	for id := range js.events {
-		if id != rec.JoinEventID {
-			ids = append(ids, id)
-		}
-	}
-	slices.Sort(ids)
-	var batch store.Batch
-	for _, id := range ids {
-		ne := store.NewEvent{Event: js.events[id], Outcome: store.Outlier}
-		if reason, bad := js.rejected[id]; bad {
-			ne = store.NewEvent{Event: js.events[id], Outcome: store.Rejected, RejectedReason: reason}
-		}
-		batch.Events = append(batch.Events, ne)
-	}
-	// In transactions of a few thousand events: the room is in use
-	// meanwhile, and one transaction of a big room's whole state would
-	// hold every other write of the server for seconds. Outliers need no
-	// order among themselves (an edge to an event of a later transaction
-	// waits as a placeholder), and a retry skips what is held.
-	for start := 0; start < len(batch.Events); start += resyncPersistChunk {
-		chunk := store.Batch{Events: batch.Events[start:min(start+resyncPersistChunk, len(batch.Events))]}
-		if err := e.persist(ctx, chunk); err != nil {
-			return fmt.Errorf("persist the full state: %w", err)
-		}
+	rawState, rawChain = nil, nil
+	if err := e.persistJoinOutliers(ctx, rec.JoinEventID, js); err != nil {
+		return fmt.Errorf("persist the full state: %w", err)
 	}
 	return e.completeResync(ctx, v, rec, joinSE.Event, js.state)
 }
