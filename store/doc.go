@@ -30,9 +30,17 @@
 // a transaction go again or be processed again.
 //
 // Concurrent event writes ([DB.PersistEvents], [DB.PersistEventsForTxn])
-// share one commit: the first writer commits what the others queued
-// meanwhile, each in a savepoint of its own, and every caller returns once
-// the shared commit is durable.
+// share one commit, and every caller returns once the shared commit is
+// durable. The first writer opens a transaction and writes what the others
+// queued, merged: their rows go into shared buffers written with one
+// statement per table, and host log entries are numbered by the store.
+// Writes that run together on purpose (the rooms of one inbound
+// transaction) name themselves a [WriteGroup]; the transaction stays open
+// for the group's writes still to come (Options.MaxGroupWait at most) and
+// writes each as it arrives, so the rooms written first overlap the rooms
+// still judged. When any merged write fails, nothing is kept and the
+// group is written again write by write, each in a savepoint of its own,
+// so that one failing write does not undo the others.
 //
 // # Storage model
 //
@@ -68,6 +76,16 @@
 // to the database are numbered by the store (the writer is the only one)
 // and written the same way; an event that was referenced before it
 // arrived has a placeholder row (no JSON) that its arrival fills in.
+//
+// # Caches
+//
+// What never changes, or changes only through the writer, is kept in
+// memory once committed so that the next write need not read it: event
+// and room numbers, state key numbers, the rows of recently written
+// events (their number, outcome and state snapshots), and each room's
+// forward extremities as its last write left them. Each is published only
+// after the transaction that learnt it commits, and bounded (when full it
+// starts again empty).
 //
 // # Concurrency
 //
