@@ -50,9 +50,14 @@ type sendReport struct {
 	JoinSeconds  float64 `json:"join_seconds"`
 	SignSeconds  float64 `json:"sign_seconds"`
 	SendSeconds  float64 `json:"send_seconds"`
-	Accepted     int     `json:"accepted"`
-	PDUsPerSec   float64 `json:"accepted_pdus_per_second"`
-	PDUErrors    int     `json:"pdu_errors"`
+	// SendCPUSeconds is the CPU time (user and system) this process used
+	// while sending: the load generator's own, and the target's too when
+	// it runs in the same process (BenchmarkSendIngest). 0 where the
+	// platform does not tell (it is read from /proc).
+	SendCPUSeconds float64 `json:"send_cpu_seconds,omitempty"`
+	Accepted       int     `json:"accepted"`
+	PDUsPerSec     float64 `json:"accepted_pdus_per_second"`
+	PDUErrors      int     `json:"pdu_errors"`
 	// ErrorSamples counts per-PDU and transaction errors by message.
 	ErrorSamples map[string]int `json:"error_samples,omitempty"`
 	TxnOK        int            `json:"transactions_ok"`
@@ -158,6 +163,9 @@ func printSendReport(w io.Writer, r *sendReport) {
 	fmt.Fprintf(w, "target %s, room %s (version %s)\n", r.Target, r.RoomID, r.RoomVersion)
 	fmt.Fprintf(w, "%d servers joined in %.2f s; %d PDUs pre-signed in %.2f s\n", r.Origins, r.JoinSeconds, r.PDUs, r.SignSeconds)
 	fmt.Fprintf(w, "sent %d transactions (shape %s, concurrency %d) in %.2f s\n", r.Transactions, r.Shape, r.Concurrency, r.SendSeconds)
+	if r.SendCPUSeconds > 0 {
+		fmt.Fprintf(w, "this process used %.2f CPU-s meanwhile (the load generator's own work)\n", r.SendCPUSeconds)
+	}
 	fmt.Fprintf(w, "accepted %d of %d PDUs: %.0f PDUs/s\n", r.Accepted, r.PDUs, r.PDUsPerSec)
 	fmt.Fprintf(w, "transactions: %d ok, %d failed, %d retried after 429\n", r.TxnOK, r.TxnFailed, r.TxnRetried)
 	fmt.Fprintf(w, "latency (ms): p50 %.1f  p90 %.1f  p99 %.1f  max %.1f\n", r.LatencyMS.P50, r.LatencyMS.P90, r.LatencyMS.P99, r.LatencyMS.Max)
@@ -308,6 +316,7 @@ func sendLoad(ctx context.Context, cfg sendConfig, logw io.Writer) (*sendReport,
 		}
 	}
 	sendStart := time.Now()
+	cpuStart, cpuErr := processCPU(os.Getpid())
 	for i := range origins {
 		for w := range workersOf[i] {
 			q := queues[i][w%len(queues[i])]
@@ -323,6 +332,9 @@ func sendLoad(ctx context.Context, cfg sendConfig, logw io.Writer) (*sendReport,
 	}
 	wg.Wait()
 	elapsed := time.Since(sendStart)
+	if cpuEnd, err := processCPU(os.Getpid()); err == nil && cpuErr == nil {
+		rep.SendCPUSeconds = cpuEnd - cpuStart
+	}
 	rep.SendSeconds = elapsed.Seconds()
 	rep.PDUsPerSec = float64(rep.Accepted) / elapsed.Seconds()
 	rep.LatencyMS = summarise(latencies)

@@ -31,12 +31,14 @@ var (
 //
 // It also reports the machine's ed25519 verify ceiling measured in the
 // same run on every CPU (GOMAXPROCS goroutines verifying a 400-byte
-// message for one second) and the ingest rate as a fraction of it.
+// message for one second) and the ingest rate as a fraction of it, and
+// the CPU time the process (Ferry and the generator) used per PDU while
+// sending, with how busy that kept the CPUs.
 //
 //	go test ./cmd/ferry-load -run '^$' -bench SendIngest -benchtime 1x -pdus 5000
 func BenchmarkSendIngest(b *testing.B) {
 	ceiling := verifyCeiling(b, time.Second)
-	var rate, p50, p99 float64
+	var rate, p50, p99, cpuPerPDU, cpuShare float64
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		tg := startTarget(b)
@@ -59,6 +61,8 @@ func BenchmarkSendIngest(b *testing.B) {
 			b.Fatalf("accepted %d of %d: %v", rep.Accepted, *benchPDUs, rep.ErrorSamples)
 		}
 		rate += rep.PDUsPerSec
+		cpuPerPDU += rep.SendCPUSeconds / float64(rep.Accepted) * 1e6
+		cpuShare += rep.SendCPUSeconds / rep.SendSeconds / float64(runtime.NumCPU()) * 100
 		p50 += rep.LatencyMS.P50
 		p99 += rep.LatencyMS.P99
 		b.StartTimer()
@@ -69,6 +73,10 @@ func BenchmarkSendIngest(b *testing.B) {
 	b.ReportMetric(p99/n, "txn-p99-ms")
 	b.ReportMetric(ceiling, "ed25519-verify/s-all-CPUs")
 	b.ReportMetric(rate/n/ceiling, "ratio-to-ceiling")
+	// The process holds both Ferry and the load generator: how much CPU a
+	// PDU cost them together, and how busy the CPUs were.
+	b.ReportMetric(cpuPerPDU/n, "CPU-µs/PDU")
+	b.ReportMetric(cpuShare/n, "%-of-all-CPUs")
 }
 
 // verifyCeiling returns how many ed25519 verifications per second the
