@@ -25,22 +25,37 @@ func federatingEnv(t *testing.T) map[string]string {
 	}
 }
 
-// TestServe_DeliversWhatAStoppedServerMissed: D joins a room of A and
-// stops; A sends 200 events while D is down, then restarts itself; D
-// restarts, and once it is heard from again it ends with all 200 events
-// and the same state as A.
+// TestServe_DeliversWhatAStoppedServerMissed: B, C and D join a room of
+// A (four `ferry serve` servers); D stops; A sends 200 events while D is
+// down, then restarts itself; D restarts, and once it is heard from again
+// it ends with all 200 events and the same state as A, B and C, which had
+// them all along.
+//
+// D stops right after its join, before B and C may have seen it: they
+// check D's signature on its join with D's key fetched through A, their
+// trusted key server (federation.trusted_key_servers), as deployments
+// have one. Without one, a server cannot check the join of a server that
+// is down, and drops it and every event after it until it is back.
 func TestServe_DeliversWhatAStoppedServerMissed(t *testing.T) {
 	ctx := context.Background()
-	envA, envD := federatingEnv(t), federatingEnv(t)
+	envA, envB, envC, envD := federatingEnv(t), federatingEnv(t), federatingEnv(t), federatingEnv(t)
 	nameA, nameD := envA["FERRY_SERVER_NAME"], envD["FERRY_SERVER_NAME"]
-	a, d := startServe(t, envA), startServe(t, envD)
+	for _, env := range []map[string]string{envB, envC, envD} {
+		env["FERRY_FEDERATION_TRUSTED_KEY_SERVERS"] = nameA
+	}
+	a, b, c, d := startServe(t, envA), startServe(t, envB), startServe(t, envC), startServe(t, envD)
 	alice, dave := "@alice:"+nameA, "@dave:"+nameD
 	roomID, err := a.inst.Engine().CreateRoom(ctx, homeserver.CreateRoomRequest{Creator: alice, Version: "12", Preset: homeserver.PresetPublicChat})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.inst.Engine().JoinRoom(ctx, roomID, dave, []string{nameA}); err != nil {
-		t.Fatal(err)
+	for _, joiner := range []struct {
+		r    *running
+		user string
+	}{{b, "@bob:" + envB["FERRY_SERVER_NAME"]}, {c, "@carol:" + envC["FERRY_SERVER_NAME"]}, {d, dave}} {
+		if _, err := joiner.r.inst.Engine().JoinRoom(ctx, roomID, joiner.user, []string{nameA}); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	d.stop()
@@ -71,27 +86,31 @@ func TestServe_DeliversWhatAStoppedServerMissed(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(60 * time.Second)
-	for _, id := range sent {
-		for {
-			if _, err := d.inst.Store().Event(ctx, id); err == nil {
-				break
+	for name, r := range map[string]*running{"B": b, "C": c, "D": d} {
+		for _, id := range sent {
+			for {
+				if _, err := r.inst.Store().Event(ctx, id); err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s lacks %s", name, id)
+				}
+				time.Sleep(10 * time.Millisecond)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("D lacks %s", id)
-			}
-			time.Sleep(10 * time.Millisecond)
 		}
 	}
 	stateA, err := a.inst.Store().CurrentState(ctx, roomID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	stateD, err := d.inst.Store().CurrentState(ctx, roomID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !maps.Equal(stateA, stateD) {
-		t.Fatalf("current state differs:\nA %v\nD %v", stateA, stateD)
+	for name, r := range map[string]*running{"B": b, "C": c, "D": d} {
+		state, err := r.inst.Store().CurrentState(ctx, roomID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !maps.Equal(stateA, state) {
+			t.Fatalf("current state differs:\nA %v\n%s %v", stateA, name, state)
+		}
 	}
 	waitHealth(t, a, nameD, "A's queue of D to empty", func(h homeserver.DestinationHealth) bool {
 		return h.Queued == 0 && h.Failures == 0 && h.BackoffUntil.IsZero()
