@@ -1,6 +1,7 @@
 package federation
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -141,12 +142,24 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*Incoming
 // JSON: 413 M_TOO_LARGE over the limit, 400 M_NOT_JSON when it is not
 // JSON, 400 M_BAD_JSON when it is not an object. No body gives nil, nil.
 // The flag says the body parsed only leniently (numbers like 1.0).
+// readAllSized reads r to its end into a buffer of the announced size
+// (when known), instead of growing one by doubling: a /send body is read
+// once per transaction and can be tens of kilobytes.
+func readAllSized(r io.Reader, size int64) ([]byte, error) {
+	if size <= 0 {
+		return io.ReadAll(r)
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, size+bytes.MinRead))
+	_, err := buf.ReadFrom(r)
+	return buf.Bytes(), err
+}
+
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, any, bool, error) {
 	limit := s.maxRequestBody()
 	if r.ContentLength > limit {
 		return nil, nil, false, &http.MaxBytesError{Limit: limit}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	body, err := readAllSized(http.MaxBytesReader(w, r.Body, limit), r.ContentLength)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {

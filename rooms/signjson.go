@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 )
 
 // ErrNoSignature is matched when an object carries no usable signature from
@@ -104,12 +105,29 @@ func VerifyJSONSignature(obj map[string]any, entity, keyID string, pub ed25519.P
 	if !ok {
 		return fmt.Errorf("%w %s with key %s", ErrNoSignature, entity, keyID)
 	}
-	msg, err := signingBytes(obj)
+	// The bytes are only needed until verified: a request's (a whole
+	// /send body, 50 KB or more) is encoded into a reused buffer rather
+	// than one grown afresh for each request.
+	buf := verifyBuffers.Get().(*[]byte)
+	defer func() {
+		if cap(*buf) <= maxPooledVerifyBuffer {
+			verifyBuffers.Put(buf)
+		}
+	}()
+	msg, err := appendCanonicalFiltered((*buf)[:0], obj, signatureCovers)
+	*buf = msg
 	if err != nil {
 		return fmt.Errorf("verify JSON: %w", err)
 	}
 	return verifySignatureBytes(msg, entity, keyID, sigB64, pub)
 }
+
+// verifyBuffers holds buffers for the bytes VerifyJSONSignature checks.
+var verifyBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// maxPooledVerifyBuffer bounds the buffers kept for reuse, so that one
+// huge request does not stay in memory.
+const maxPooledVerifyBuffer = 1 << 20
 
 // IsEd25519KeyID reports whether keyID names an ed25519 key, the only
 // algorithm Matrix server keys use; signatures under other algorithms are
