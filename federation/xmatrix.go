@@ -4,7 +4,9 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 
 	"github.com/ferry-matrix/ferry/rooms"
 )
@@ -228,7 +230,16 @@ func SignRequest(key rooms.SigningKey, destination, method, uri string, content 
 // order: content, destination, method, origin, uri) instead of parsing
 // and encoding the body again.
 func SignRequestCanonical(key rooms.SigningKey, destination, method, uri string, canonicalContent []byte) (XMatrix, error) {
-	msg := make([]byte, 0, len(canonicalContent)+len(destination)+len(uri)+len(key.ServerName)+64)
+	// The message is only needed until signed, and a delivery signs one
+	// per destination of a transaction: its buffer is reused.
+	buf := requestBuffers.Get().(*[]byte)
+	defer func() {
+		if cap(*buf) <= maxPooledRequestBuffer {
+			requestBuffers.Put(buf)
+		}
+	}()
+	msg := slices.Grow((*buf)[:0], len(canonicalContent)+len(destination)+len(uri)+len(key.ServerName)+64)
+	defer func() { *buf = msg }()
 	msg = append(msg, `{"content":`...)
 	msg = append(msg, canonicalContent...)
 	for _, f := range [...]struct{ name, value string }{
@@ -246,6 +257,12 @@ func SignRequestCanonical(key rooms.SigningKey, destination, method, uri string,
 	sig := rooms.EncodeBase64(ed25519.Sign(key.Private, msg))
 	return XMatrix{Origin: key.ServerName, Destination: destination, KeyID: key.KeyID, Signature: sig}, nil
 }
+
+// requestBuffers holds buffers for the messages SignRequestCanonical signs.
+var requestBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// maxPooledRequestBuffer bounds the buffers kept for reuse.
+const maxPooledRequestBuffer = 1 << 20
 
 // VerifyRequest checks x's signature over the request with pub, the
 // origin's key x.KeyID. destination is the name the signature must cover:
