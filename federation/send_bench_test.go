@@ -5,6 +5,8 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
+	"runtime"
+	"syscall"
 	"testing"
 	"time"
 
@@ -102,6 +104,13 @@ func BenchmarkSend_Ingest100RoomsFourServers(b *testing.B) {
 	benchmarkIngestRooms(b, 100, 4)
 }
 
+// BenchmarkSend_Ingest100RoomsTenServers is the same from ten servers,
+// each with 10 of the rooms (a transaction of 50 PDUs then holds 5 of
+// each of its rooms).
+func BenchmarkSend_Ingest100RoomsTenServers(b *testing.B) {
+	benchmarkIngestRooms(b, 100, 10)
+}
+
 // benchmarkIngestRooms sends b.N message PDUs into roomCount rooms from
 // servers remote servers, each with its own share of the rooms.
 func benchmarkIngestRooms(b *testing.B, roomCount, servers int) {
@@ -164,7 +173,8 @@ type ingestStream struct {
 // sendTimed sends each stream's PDUs from its server to ferry.test in
 // transactions of 50, one after the other, the streams concurrently,
 // failing on any PDU not accepted, and reports PDUs/s, the one-core
-// ed25519 verify rate measured beforehand and the ratio of the two. The transactions are encoded
+// ed25519 verify rate measured beforehand and the ratio of the two, and
+// the CPU time used per PDU. The transactions are encoded
 // before the timer starts, as a load generator does: only each request's
 // X-Matrix signature is made while timed.
 func sendTimed(b *testing.B, streams ...ingestStream) {
@@ -182,6 +192,7 @@ func sendTimed(b *testing.B, streams ...ingestStream) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	start := time.Now()
+	cpuStart := processCPUSeconds(b)
 	errs := make(chan error, len(streams))
 	for k, st := range streams {
 		go func() {
@@ -207,9 +218,24 @@ func sendTimed(b *testing.B, streams ...ingestStream) {
 		}
 	}
 	elapsed := time.Since(start)
+	cpu := processCPUSeconds(b) - cpuStart
 	b.StopTimer()
 	rate := float64(total) / elapsed.Seconds()
 	b.ReportMetric(rate, "pdus/s")
 	b.ReportMetric(verifyRate, "ed25519-verify/s")
 	b.ReportMetric(rate/verifyRate, "ratio-to-one-core-verify")
+	// The process holds Ferry and its senders: what a PDU cost them in
+	// CPU time, and how busy that kept the CPUs.
+	b.ReportMetric(cpu/float64(total)*1e6, "CPU-µs/PDU")
+	b.ReportMetric(cpu/elapsed.Seconds()/float64(runtime.NumCPU())*100, "%-of-all-CPUs")
+}
+
+// processCPUSeconds returns the user plus system CPU time the process has
+// used.
+func processCPUSeconds(b *testing.B) float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
