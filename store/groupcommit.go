@@ -34,6 +34,9 @@ type commitUnit struct {
 	w     *wtx
 	err   error
 	done  chan struct{}
+	// lead is closed when this unit's caller is to write the next group
+	// (its own write among them).
+	lead  chan struct{}
 	group *WriteGroup
 }
 
@@ -184,7 +187,7 @@ func (gc *groupCommit) finish(units []*commitUnit) {
 // callers and returns once it is committed (or failed). fn returns the
 // wtx whose numbers are published after the commit.
 func (db *DB) writeGrouped(ctx context.Context, fn func(t *txn) (*wtx, error)) (*wtx, error) {
-	u := &commitUnit{ctx: ctx, run: fn, done: make(chan struct{}), group: WriteGroupOf(ctx)}
+	u := &commitUnit{ctx: ctx, run: fn, done: make(chan struct{}), lead: make(chan struct{}), group: WriteGroupOf(ctx)}
 	g := &db.group
 	g.mu.Lock()
 	g.queue = append(g.queue, u)
@@ -194,21 +197,31 @@ func (db *DB) writeGrouped(ctx context.Context, fn func(t *txn) (*wtx, error)) (
 	}
 	if g.leading {
 		g.mu.Unlock()
-		<-u.done
-		return u.w, u.err
+		select {
+		case <-u.done:
+			return u.w, u.err
+		case <-u.lead:
+			// The last leader handed over; g.leading stays true for us.
+		}
+		g.mu.Lock()
 	}
 	g.leading = true
-	for {
-		units := g.take()
-		g.mu.Unlock()
-		db.commitGroup(ctx, units)
-		g.mu.Lock()
-		if len(g.queue) == 0 {
-			g.leading = false
-			g.mu.Unlock()
-			break
-		}
+	// A caller writes one group, its own write among it, then hands over
+	// to a caller still waiting: one caller leading on while others keep
+	// queueing would wait ever longer for its own answer, and would count
+	// as a participant of its WriteGroup that has not written yet, which
+	// the next group would wait for in vain.
+	units := g.take()
+	g.mu.Unlock()
+	db.commitGroup(ctx, units)
+	g.mu.Lock()
+	if len(g.queue) > 0 {
+		close(g.queue[0].lead)
+	} else {
+		g.leading = false
 	}
+	g.mu.Unlock()
+	<-u.done
 	return u.w, u.err
 }
 
