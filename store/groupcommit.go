@@ -12,11 +12,12 @@ import (
 // groupCommit lets concurrent event writes share one durable commit. A
 // commit (the fsync behind it) costs about as much as writing a room's
 // transaction of events, so when the rooms of a transaction, or
-// transactions of several servers, are written at once, the first writer
-// commits what the others queued meanwhile in the same database
-// transaction, each in a savepoint of its own: one failing does not undo
-// the others, and each caller still returns only once its events are
-// durable.
+// transactions of several servers, are written at once, one caller (the
+// leader) writes what the others queued meanwhile in the same database
+// transaction, merged (commitMerged), or each in a savepoint of its own
+// when a merged write fails (commitSeparately): one failing does not undo
+// the others. Each caller returns only once its events are durable. The
+// leader writes one group and hands over to a caller still waiting.
 type groupCommit struct {
 	mu      sync.Mutex
 	queue   []*commitUnit
