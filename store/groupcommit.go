@@ -30,11 +30,11 @@ type groupCommit struct {
 
 // commitUnit is one caller's write within a group.
 type commitUnit struct {
-	ctx   context.Context
-	run   func(t *txn) (*wtx, error)
-	w     *wtx
-	err   error
-	done  chan struct{}
+	ctx  context.Context
+	run  func(t *txn) (*wtx, error)
+	w    *wtx
+	err  error
+	done chan struct{}
 	// lead is closed when this unit's caller is to write the next group
 	// (its own write among them).
 	lead  chan struct{}
