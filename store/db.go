@@ -112,10 +112,10 @@ type DB struct {
 
 	hostLog   hostLogNotifier
 	roots     rootCache
-	nids      nidCache
+	nids      boundedCache[string, int64]
 	roomNIDs  roomCache
-	exts      extremityCache
-	eventRows eventRowCache
+	exts      boundedCache[int64, map[int64]string]
+	eventRows boundedCache[string, eventRow]
 	group     groupCommit
 }
 
@@ -156,6 +156,9 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 	}
 	db.hostLog.init()
 	db.roots.limit = opts.StateCacheEntries
+	db.nids.limit = nidCacheSize
+	db.exts.limit = extremityCacheRooms
+	db.eventRows.limit = eventRowCacheSize
 	if opts.Logger != nil {
 		db.log = *opts.Logger
 	}

@@ -1,46 +1,63 @@
 package store
 
-import "sync"
+import (
+	"iter"
+	"sync"
+)
 
-// nidCache remembers the numbers of recently written or looked-up event
-// IDs. An event's number never changes once its row exists (placeholder
-// or held) and rows are never deleted, so entries need no invalidation;
-// they are published only after the transaction that learnt them commits.
-// Bounded: when full it starts again empty, which costs lookups, never
+// boundedCache is a map the store's writers publish into once their
+// transaction commits, and consult before reading the database. Bounded:
+// when a batch would take it past its limit it starts again empty, and a
+// batch larger than the limit is not kept, which costs lookups, never
 // correctness.
-type nidCache struct {
-	mu  sync.Mutex
-	ids map[string]int64
+type boundedCache[K comparable, V any] struct {
+	limit int
+	mu    sync.Mutex
+	m     map[K]V
 }
 
-// nidCacheSize bounds the cache: the events a busy room's recent messages
-// name as prev and auth events, for many rooms.
-const nidCacheSize = 16384
-
-func (c *nidCache) get(id string) (int64, bool) {
+func (c *boundedCache[K, V]) get(k K) (V, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	nid, ok := c.ids[id]
-	return nid, ok
+	v, ok := c.m[k]
+	return v, ok
 }
 
-// publish adds the numbers a committed transaction used.
-func (c *nidCache) publish(nids map[string]int64) {
-	if len(nids) == 0 {
+// publish adds the n entries that entries yields.
+func (c *boundedCache[K, V]) publish(n int, entries iter.Seq2[K, V]) {
+	if n == 0 {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.ids == nil || len(c.ids)+len(nids) > nidCacheSize {
-		c.ids = make(map[string]int64, min(nidCacheSize, 2*len(nids)))
+	if c.m == nil || len(c.m)+n > c.limit {
+		c.m = make(map[K]V, min(c.limit, 2*n))
 	}
-	if len(nids) > nidCacheSize {
+	if n > c.limit {
 		return
 	}
-	for id, nid := range nids {
-		c.ids[id] = nid
+	for k, v := range entries {
+		c.m[k] = v
 	}
 }
+
+// forget drops k.
+func (c *boundedCache[K, V]) forget(k K) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, k)
+}
+
+// The caches of a DB. Event numbers: an event's number never changes once
+// its row exists (placeholder or held) and rows are never deleted, so
+// entries need no invalidation. Their limits are the events a busy room's
+// recent messages name as prev and auth events, for many rooms, and the
+// rooms a server is busy in.
+const (
+	nidCacheSize        = 16384
+	eventRowCacheSize   = 16384
+	extremityCacheRooms = 65536
+)
 
 // roomCache remembers the numbers and versions of rooms with committed
 // rows. Room rows are never deleted or renumbered, nor do they change
@@ -80,77 +97,44 @@ func (db *DB) roomNIDFor(t *txn, roomID, version, status string) (int64, error) 
 	return db.ensureRoom(t, roomID, version, status)
 }
 
-// extremityCache remembers each room's forward extremities (numbers and
-// IDs) as the last committed event write left them, so that the next
-// write of the room need not read them. Only event writes change the
-// table, and each publishes what it committed; a transaction that wrote
-// a room twice (two writes of a group) drops the room instead, since the
-// order in which its writers publish is not the order they wrote in.
-type extremityCache struct {
-	mu    sync.Mutex
-	rooms map[int64]map[int64]string
-}
-
-// extremityCacheRooms bounds the cache; when full it starts again empty.
-const extremityCacheRooms = 65536
-
-func (c *extremityCache) get(roomNID int64) (map[int64]string, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ext, ok := c.rooms[roomNID]
-	return ext, ok
-}
-
-// publish records ext (not to be changed afterwards) as the room's
-// extremities; a nil ext forgets the room.
-func (c *extremityCache) publish(roomNID int64, ext map[int64]string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// publishExtremities records, once committed, a room's forward
+// extremities as a write left them (numbers and IDs, not to be changed
+// afterwards), so that the room's next write need not read them; nil
+// forgets the room. Only event writes change the table, and each
+// publishes what it committed; a transaction that wrote a room twice (two
+// writes of a group) forgets the room instead, since the order in which
+// its writers publish is not the order they wrote in.
+func (db *DB) publishExtremities(roomNID int64, ext map[int64]string) {
 	if ext == nil {
-		delete(c.rooms, roomNID)
+		db.exts.forget(roomNID)
 		return
 	}
-	if c.rooms == nil || len(c.rooms) >= extremityCacheRooms {
-		c.rooms = make(map[int64]map[int64]string)
-	}
-	c.rooms[roomNID] = ext
+	db.exts.publish(1, func(yield func(int64, map[int64]string) bool) { yield(roomNID, ext) })
 }
 
-// eventRowCache remembers what the state code reads of recently written
-// events (number, state key, outcome, state snapshots before and after),
-// so that a room's next write finds the event it follows without a
-// query. Only rows a committed transaction wrote or changed are
-// published: a row merely read could be older than a change another
-// write of the same transaction made and publishes. Bounded: when full it
-// starts again empty.
-type eventRowCache struct {
-	mu   sync.Mutex
-	rows map[string]eventRow
-}
-
-// eventRowCacheSize bounds the cache: the last events of many rooms.
-const eventRowCacheSize = 16384
-
-func (c *eventRowCache) get(id string) (eventRow, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	r, ok := c.rows[id]
-	return r, ok
-}
-
-// publish adds the rows a committed transaction wrote or changed.
-func (c *eventRowCache) publish(rows map[string]*eventRow) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for id, r := range rows {
-		if !r.changed || !r.held {
-			continue
+// publishEventRows records, once committed, what the state code reads of
+// the events a transaction wrote or changed (number, state key, outcome,
+// state snapshots before and after), so that a room's next write finds
+// the event it follows without a query. A row merely read is not
+// published: it could be older than a change another write of the same
+// transaction made and publishes.
+func (db *DB) publishEventRows(rows map[string]*eventRow) {
+	n := 0
+	for _, r := range rows {
+		if r.changed && r.held {
+			n++
 		}
-		if c.rows == nil || len(c.rows) >= eventRowCacheSize {
-			c.rows = make(map[string]eventRow)
-		}
-		cached := *r
-		cached.changed = false
-		c.rows[id] = cached
 	}
+	db.eventRows.publish(n, func(yield func(string, eventRow) bool) {
+		for id, r := range rows {
+			if !r.changed || !r.held {
+				continue
+			}
+			cached := *r
+			cached.changed = false
+			if !yield(id, cached) {
+				return
+			}
+		}
+	})
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"maps"
 	"testing"
 )
 
@@ -9,11 +10,12 @@ import (
 // empty rather than grow past its bound, and a set larger than the bound
 // is not kept at all.
 func TestNIDCache(t *testing.T) {
-	var c nidCache
+	c := boundedCache[string, int64]{limit: nidCacheSize}
+	publish := func(m map[string]int64) { c.publish(len(m), maps.All(m)) }
 	if _, ok := c.get("$a"); ok {
 		t.Fatal("an empty cache found an event")
 	}
-	c.publish(map[string]int64{"$a": 1, "$b": 2})
+	publish(map[string]int64{"$a": 1, "$b": 2})
 	if nid, ok := c.get("$b"); !ok || nid != 2 {
 		t.Fatalf("get $b = %d, %v", nid, ok)
 	}
@@ -21,7 +23,7 @@ func TestNIDCache(t *testing.T) {
 	for i := range nidCacheSize - 1 {
 		many[fmt.Sprintf("$m%d", i)] = int64(i + 10)
 	}
-	c.publish(many)
+	publish(many)
 	if _, ok := c.get("$a"); ok {
 		t.Fatal("the cache grew past its bound instead of starting again")
 	}
@@ -29,8 +31,8 @@ func TestNIDCache(t *testing.T) {
 		t.Fatalf("get $m5 = %d, %v", nid, ok)
 	}
 	many["$extra1"], many["$extra2"] = 1, 2
-	c.publish(many)
-	if len(c.ids) != 0 {
-		t.Fatalf("a set over the bound left %d entries", len(c.ids))
+	publish(many)
+	if len(c.m) != 0 {
+		t.Fatalf("a set over the bound left %d entries", len(c.m))
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/ferry-matrix/ferry/rooms"
@@ -84,14 +85,14 @@ func (db *DB) newWtx(t *txn) *wtx {
 // committed publishes the transaction's new state-key numbers and the
 // event numbers it used.
 func (w *wtx) committed() {
-	w.db.nids.publish(w.eventNIDs)
+	w.db.nids.publish(len(w.eventNIDs), maps.All(w.eventNIDs))
 	if w.roomNID != 0 {
 		w.db.roomNIDs.publish(w.roomID, w.roomVersion, w.roomNID)
 	}
 	if w.ext != nil {
-		w.db.exts.publish(w.roomNID, w.committedExtremities())
+		w.db.publishExtremities(w.roomNID, w.committedExtremities())
 	}
-	w.db.eventRows.publish(w.rows)
+	w.db.publishEventRows(w.rows)
 	if len(w.newKeys) == 0 {
 		return
 	}
