@@ -40,12 +40,7 @@ func BenchmarkDelivery_DeadServers(b *testing.B) {
 			w.start(b)
 			var took []time.Duration
 			for i := 0; b.Loop(); i++ {
-				start := time.Now()
-				w.send(b, fmt.Sprintf("latency-%d", i))
-				for range healthy {
-					<-arrived
-				}
-				took = append(took, time.Since(start))
+				took = append(took, w.sendAwaited(b, fmt.Sprintf("latency-%d", i), arrived, healthy))
 			}
 			slices.Sort(took)
 			b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "ms-p50-to-healthy")
