@@ -144,15 +144,22 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*Incoming
 // The flag says the body parsed only leniently (numbers like 1.0).
 // readAllSized reads r to its end into a buffer of the announced size
 // (when known), instead of growing one by doubling: a /send body is read
-// once per transaction and can be tens of kilobytes.
+// once per transaction and can be tens of kilobytes. The announcement is
+// the sender's word, read before the request is authenticated, so it is
+// believed only up to maxPresizedBody; past that the buffer grows with
+// what actually arrives.
 func readAllSized(r io.Reader, size int64) ([]byte, error) {
 	if size <= 0 {
 		return io.ReadAll(r)
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, size+bytes.MinRead))
+	buf := bytes.NewBuffer(make([]byte, 0, min(size, maxPresizedBody)+bytes.MinRead))
 	_, err := buf.ReadFrom(r)
 	return buf.Bytes(), err
 }
+
+// maxPresizedBody bounds the buffer readAllSized sets aside on the
+// strength of a Content-Length header alone.
+const maxPresizedBody = 1 << 20
 
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, any, bool, error) {
 	limit := s.maxRequestBody()
