@@ -55,9 +55,9 @@ type Options struct {
 	Logger *zerolog.Logger
 	// Now is the clock, for tests. Default time.Now.
 	Now func() time.Time
-	// MaxGroupWait bounds how long a write about to be committed waits
-	// for the rest of its WriteGroup (the other rooms of an inbound
-	// transaction) to be ready to share the commit. Default 5ms.
+	// MaxGroupWait bounds how long a merged write transaction stays open
+	// for the writes still to come from its WriteGroups (the other rooms
+	// of an inbound transaction). Default 5ms.
 	MaxGroupWait time.Duration
 	// ObserveTransaction, when set, is told how long each database
 	// transaction took (write: the writer's, else a reader's), for
