@@ -196,7 +196,9 @@ func (e *Engine) CreateRoom(ctx context.Context, req CreateRoomRequest) (string,
 	batch.RoomStatus = store.RoomCreated
 	batch.CurrentState = &store.StateRef{AfterEvent: prev.EventID()}
 	unlock := e.lockRoom(roomID)
-	if _, err := e.Store.PersistEvents(ctx, batch); err != nil {
+	_, err = e.Store.PersistEvents(ctx, batch)
+	e.writes.ended(roomID)
+	if err != nil {
 		unlock()
 		return "", fmt.Errorf("create room: %w", err)
 	}

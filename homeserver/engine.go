@@ -114,6 +114,8 @@ type Engine struct {
 
 	locksMu sync.Mutex
 	locks   map[string]*roomLock
+	// writes counts each room's ended event writes (heldlookup.go).
+	writes roomWrites
 
 	cacheMu sync.Mutex
 	cache   map[string]*store.StoredEvent

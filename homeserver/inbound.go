@@ -91,7 +91,7 @@ func (e *Engine) ReceivePDUTrees(ctx context.Context, origin string, pdus [][]by
 		g.trees = append(g.trees, tree)
 	}
 	if len(order) == 1 {
-		e.receiveRoom(ctx, origin, order[0], results)
+		e.receiveRoom(ctx, origin, order[0], nil, results)
 		return results
 	}
 	// Rooms are independent: judged at once, their writes share commits
@@ -102,6 +102,11 @@ func (e *Engine) ReceivePDUTrees(ctx context.Context, origin string, pdus [][]by
 	slots := make(chan struct{}, maxParallelRooms)
 	writes := e.Store.NewWriteGroup()
 	ctx = store.WithWriteGroup(ctx, writes)
+	var held *heldLookup
+	if len(order) <= maxParallelRooms {
+		// Every room must reach the lookup before any can go on.
+		held = newHeldLookup(e.Store, len(order))
+	}
 	for _, g := range order {
 		wg.Go(func() {
 			slots <- struct{}{}
@@ -109,7 +114,7 @@ func (e *Engine) ReceivePDUTrees(ctx context.Context, origin string, pdus [][]by
 			writes.Join()
 			defer writes.Leave()
 			own := make(map[string]error, len(g.raws))
-			e.receiveRoom(ctx, origin, g, own)
+			e.receiveRoom(ctx, origin, g, held, own)
 			mu.Lock()
 			maps.Copy(results, own)
 			mu.Unlock()
@@ -145,10 +150,16 @@ func pduRoomID(raw []byte) string {
 	return id
 }
 
-func (e *Engine) receiveRoom(ctx context.Context, origin string, g *roomPDUs, results map[string]error) {
+// receiveRoom judges a room's PDUs of a transaction. held, when not nil,
+// is the transaction's shared question to the store of which PDUs it
+// holds: receiveRoom joins or withdraws from it once, at its start.
+func (e *Engine) receiveRoom(ctx context.Context, origin string, g *roomPDUs, held *heldLookup, results map[string]error) {
 	roomID, raws := g.roomID, g.raws
 	log := e.Logger.With().Str(fieldOrigin, origin).Str(fieldRoomID, roomID).Logger()
 	if roomID == "" {
+		if held != nil {
+			held.withdraw(ctx)
+		}
 		for _, raw := range raws {
 			if ev := parseAnyVersion(raw, ""); ev != nil {
 				results[ev.EventID()] = dropped("the event has no room_id; this server is in no room it could create")
@@ -165,11 +176,20 @@ func (e *Engine) receiveRoom(ctx context.Context, origin string, g *roomPDUs, re
 	e.cacheMu.Lock()
 	cached := e.heads[roomID]
 	e.cacheMu.Unlock()
+	var writesBefore uint64
 	if cached != nil {
 		earlyV = cached.v
 		early = parseRoomPDUs(earlyV, g, log)
 		started = e.verifyEarly(ctx, early)
 		defer started.wait()
+		if held != nil {
+			// Read before the question is asked: see heldlookup.go.
+			writesBefore = e.writes.count(roomID)
+			held.join(ctx, eventIDs(early))
+		}
+	} else if held != nil {
+		held.withdraw(ctx)
+		held = nil
 	}
 	unlock := e.lockRoom(roomID)
 	defer unlock()
@@ -194,9 +214,13 @@ func (e *Engine) receiveRoom(ctx context.Context, origin string, g *roomPDUs, re
 	}
 	evs := early
 	if cached == nil || earlyV.ID != h.v.ID {
-		evs, started = parseRoomPDUs(h.v, g, log), nil
+		evs, started, held = parseRoomPDUs(h.v, g, log), nil, nil
 	}
-	pre := e.precheck(ctx, evs, started)
+	var known map[string]bool
+	if held != nil && e.writes.count(roomID) == writesBefore {
+		known, _ = held.notHeld(ctx, eventIDs(evs))
+	}
+	pre := e.precheck(ctx, evs, started, known)
 	defer pre.wait()
 	e.beginStaging(h)
 	pre.stage = h.stage
@@ -325,23 +349,32 @@ func newPrechecked(n int) *prechecked {
 	return &prechecked{signatures: make(map[string]*signatureCheck, n), notHeld: make(map[string]bool, n)}
 }
 
-// precheck finds which of evs the store does not hold and verifies, in
+// eventIDs returns the IDs of evs.
+func eventIDs(evs []*rooms.Event) []string {
+	ids := make([]string, len(evs))
+	for i, ev := range evs {
+		ids[i] = ev.EventID()
+	}
+	return ids
+}
+
+// precheck finds which of evs the store does not hold (known, when not
+// nil, is the store's answer already: true for the IDs it does not hold)
+// and verifies, in
 // the background and in the order of evs, the signatures of those that
 // pre (what verifyEarly started, or nil) is not verifying yet; call wait
 // before dropping the result.
-func (e *Engine) precheck(ctx context.Context, evs []*rooms.Event, pre *prechecked) *prechecked {
+func (e *Engine) precheck(ctx context.Context, evs []*rooms.Event, pre *prechecked, known map[string]bool) *prechecked {
 	if pre == nil {
 		pre = newPrechecked(len(evs))
 	}
 	if len(evs) == 0 {
 		return pre
 	}
-	ids := make([]string, len(evs))
-	for i, ev := range evs {
-		ids[i] = ev.EventID()
-	}
-	// A failed look-up only costs the per-PDU reads it would have saved.
-	if missing, err := e.Store.MissingEventIDs(ctx, ids); err == nil {
+	if known != nil {
+		pre.notHeld = known
+	} else if missing, err := e.Store.MissingEventIDs(ctx, eventIDs(evs)); err == nil {
+		// A failed look-up only costs the per-PDU reads it would have saved.
 		for _, id := range missing {
 			pre.notHeld[id] = true
 		}
@@ -594,6 +627,7 @@ func (e *Engine) persistResult(ctx context.Context, b store.Batch, lt *store.Loc
 		ids = append(ids, ne.Event.EventID())
 	}
 	e.forget(ids...)
+	defer e.writes.ended(batchRooms(b)...)
 	var res store.PersistResult
 	var err error
 	if lt != nil {
@@ -620,6 +654,17 @@ func (e *Engine) persistResult(ctx context.Context, b store.Batch, lt *store.Loc
 	}
 	e.redactArrived(ctx, res.Stored)
 	return res, nil
+}
+
+// batchRooms returns the rooms of b's events.
+func batchRooms(b store.Batch) []string {
+	var out []string
+	for _, ne := range b.Events {
+		if id := ne.Event.RoomID(); !slices.Contains(out, id) {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // rejectedReason is the reason the store records for a rejected event.
