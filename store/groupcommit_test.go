@@ -250,3 +250,52 @@ func expectExtremities(t *testing.T, db *store.DB, roomID string, want ...string
 		t.Fatalf("room %s: extremities %v, want %v", roomID, got, want)
 	}
 }
+
+// TestPersistEventsAfter: writes queued without waiting are written in
+// the order queued; one that follows a failed write fails too, and
+// nothing of either is kept, while a write of another room queued
+// between them is.
+func TestPersistEventsAfter(t *testing.T) {
+	t.Parallel()
+	db := storetest.Open(t)
+	ctx := context.Background()
+	r := newTestRoom(t, "after")
+	persist(t, db, linear(r.genesis()...))
+	other := newTestRoom(t, "afterother")
+	persist(t, db, linear(other.genesis()...))
+
+	// Queued one after the other, waited for in reverse.
+	a, b := r.message("a"), r.message("b")
+	first := db.PersistEventsAfter(ctx, linear(a), nil)
+	second := db.PersistEventsAfter(ctx, linear(b), first)
+	if _, err := second.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	expectExtremities(t, db, r.id, b.EventID())
+
+	// The first fails (its state is unknown): so does what follows it.
+	c, d := r.message("c"), r.message("d")
+	bad := linear(c)
+	bad.Events[0].StateBefore = &store.StateRef{AfterEvent: "$nowhere"}
+	failing := db.PersistEventsAfter(ctx, bad, nil)
+	unrelated := db.PersistEventsAfter(ctx, linear(other.message("x")), nil)
+	following := db.PersistEventsAfter(ctx, linear(d), failing)
+	if _, err := failing.Wait(); err == nil {
+		t.Fatal("a write with an unknown state succeeded")
+	}
+	if _, err := following.Wait(); !errors.Is(err, store.ErrEarlierWriteFailed) {
+		t.Fatalf("the write following a failed one: %v, want ErrEarlierWriteFailed", err)
+	}
+	if _, err := unrelated.Wait(); err != nil {
+		t.Fatalf("another room's write: %v", err)
+	}
+	for _, ev := range []*rooms.Event{c, d} {
+		if _, err := db.Event(ctx, ev.EventID()); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("%s was kept: %v", ev.EventID(), err)
+		}
+	}
+	expectExtremities(t, db, r.id, b.EventID())
+}
