@@ -22,10 +22,6 @@ type groupCommit struct {
 	mu      sync.Mutex
 	queue   []*commitUnit
 	leading bool
-	// free is closed (and replaced) when a leader has written its group:
-	// callers waiting for their write then see whether one of them is
-	// to lead next.
-	free chan struct{}
 	// arrived is signalled (under mu) when a unit is queued or a
 	// WriteGroup participant leaves: what a leader waiting for the rest
 	// of a group waits for.
@@ -34,11 +30,14 @@ type groupCommit struct {
 
 // commitUnit is one caller's write within a group.
 type commitUnit struct {
-	ctx   context.Context
-	run   func(t *txn) (*wtx, error)
-	w     *wtx
-	err   error
-	done  chan struct{}
+	ctx  context.Context
+	run  func(t *txn) (*wtx, error)
+	w    *wtx
+	err  error
+	done chan struct{}
+	// lead is closed when this unit's caller is to write the next group
+	// (its own write among them).
+	lead  chan struct{}
 	group *WriteGroup
 }
 
@@ -189,65 +188,42 @@ func (gc *groupCommit) finish(units []*commitUnit) {
 // callers and returns once it is committed (or failed). fn returns the
 // wtx whose numbers are published after the commit.
 func (db *DB) writeGrouped(ctx context.Context, fn func(t *txn) (*wtx, error)) (*wtx, error) {
-	return db.awaitGrouped(db.queueGrouped(ctx, fn))
-}
-
-// queueGrouped queues fn for the next group. Writes are taken in the
-// order they are queued; awaitGrouped waits for one.
-func (db *DB) queueGrouped(ctx context.Context, fn func(t *txn) (*wtx, error)) *commitUnit {
-	u := &commitUnit{ctx: ctx, run: fn, done: make(chan struct{}), group: WriteGroupOf(ctx)}
+	u := &commitUnit{ctx: ctx, run: fn, done: make(chan struct{}), lead: make(chan struct{}), group: WriteGroupOf(ctx)}
 	g := &db.group
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	g.queue = append(g.queue, u)
 	if u.group != nil {
 		u.group.queued++
 		g.signal()
 	}
-	return u
-}
-
-// awaitGrouped waits until u is committed (or failed). When nobody is
-// writing, the caller writes what is queued (its own write among it) as
-// one group. A caller writes one group and no more: one caller leading
-// on while others keep queueing would wait ever longer for its own
-// answer, and would count as a participant of its WriteGroup that has
-// not written yet, which the next group would wait for in vain.
-func (db *DB) awaitGrouped(u *commitUnit) (*wtx, error) {
-	g := &db.group
-	for {
-		g.mu.Lock()
+	if g.leading {
+		g.mu.Unlock()
 		select {
 		case <-u.done:
-			g.mu.Unlock()
 			return u.w, u.err
-		default:
+		case <-u.lead:
+			// The last leader handed over; g.leading stays true for us.
 		}
-		if g.free == nil {
-			g.free = make(chan struct{})
-		}
-		if g.leading {
-			free := g.free
-			g.mu.Unlock()
-			select {
-			case <-u.done:
-				return u.w, u.err
-			case <-free:
-			}
-			continue
-		}
-		// u is still queued: not done, and taken only by a leader, who
-		// finishes it before letting go.
-		g.leading = true
-		units := g.take()
-		g.mu.Unlock()
-		db.commitGroup(u.ctx, units)
 		g.mu.Lock()
-		g.leading = false
-		close(g.free)
-		g.free = make(chan struct{})
-		g.mu.Unlock()
 	}
+	g.leading = true
+	// A caller writes one group, its own write among it, then hands over
+	// to a caller still waiting: one caller leading on while others keep
+	// queueing would wait ever longer for its own answer, and would count
+	// as a participant of its WriteGroup that has not written yet, which
+	// the next group would wait for in vain.
+	units := g.take()
+	g.mu.Unlock()
+	db.commitGroup(ctx, units)
+	g.mu.Lock()
+	if len(g.queue) > 0 {
+		close(g.queue[0].lead)
+	} else {
+		g.leading = false
+	}
+	g.mu.Unlock()
+	<-u.done
+	return u.w, u.err
 }
 
 // commitGroup writes units, and the writes that join them meanwhile, in

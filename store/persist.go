@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"sync"
 
 	"github.com/ferry-matrix/ferry/rooms"
 )
@@ -165,60 +164,23 @@ func (w *wtx) eventNID(id string) (int64, error) {
 // prev events as an extremity, unless a held accepted event already
 // follows it.
 func (db *DB) PersistEvents(ctx context.Context, b Batch) (PersistResult, error) {
-	return db.PersistEventsAfter(ctx, b, nil).Wait()
-}
-
-// PendingWrite is a write of PersistEventsAfter on its way to the disk.
-type PendingWrite struct {
-	db   *DB
-	u    *commitUnit
-	res  PersistResult
-	once sync.Once
-	err  error
-}
-
-// ErrEarlierWriteFailed fails a write that was to follow one that failed.
-var ErrEarlierWriteFailed = errors.New("store: the write this one follows failed")
-
-// PersistEventsAfter is PersistEvents without waiting: it queues b and
-// returns at once; Wait waits for the commit and returns what
-// PersistEvents would. Queued writes are written in the order they were
-// queued. When after is not nil, b builds on it (a room's events that
-// follow after's): b is written only when after is, and fails with
-// ErrEarlierWriteFailed otherwise. The caller must call Wait.
-func (db *DB) PersistEventsAfter(ctx context.Context, b Batch, after *PendingWrite) *PendingWrite {
-	p := &PendingWrite{db: db}
+	var res PersistResult
 	if len(b.Events) == 0 && b.CurrentState == nil && len(b.HostLog) == 0 {
-		p.once.Do(func() {})
-		return p
+		return res, nil
 	}
-	p.u = db.queueGrouped(ctx, func(t *txn) (*wtx, error) {
-		// after was queued first, so it has run: in this transaction, or
-		// in one that has ended.
-		if after != nil && after.u != nil && after.u.err != nil {
-			return nil, ErrEarlierWriteFailed
-		}
-		p.res = PersistResult{}
+	w, err := db.writeGrouped(ctx, func(t *txn) (*wtx, error) {
+		res = PersistResult{}
 		w := db.newWtx(t)
-		return w, w.persist(b, &p.res)
+		return w, w.persist(b, &res)
 	})
-	return p
-}
-
-// Wait waits until the write is committed or failed.
-func (p *PendingWrite) Wait() (PersistResult, error) {
-	p.once.Do(func() {
-		w, err := p.db.awaitGrouped(p.u)
-		if err != nil {
-			p.res, p.err = PersistResult{}, fmt.Errorf("store: persist events: %w", err)
-			return
-		}
-		w.committed()
-		if n := len(p.res.HostLog); n > 0 {
-			p.db.hostLog.advance(p.res.HostLog[n-1])
-		}
-	})
-	return p.res, p.err
+	if err != nil {
+		return PersistResult{}, fmt.Errorf("store: persist events: %w", err)
+	}
+	w.committed()
+	if n := len(res.HostLog); n > 0 {
+		db.hostLog.advance(res.HostLog[n-1])
+	}
+	return res, nil
 }
 
 func (w *wtx) persist(b Batch, res *PersistResult) error {
