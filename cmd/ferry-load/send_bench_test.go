@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"flag"
+	"fmt"
 	"io"
 	"runtime"
 	"strings"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ferry-matrix/ferry/homeserver"
+	"github.com/ferry-matrix/ferry/rooms"
 )
 
 var (
@@ -29,15 +32,24 @@ var (
 // in transactions of 50 at -concurrency. The load generator runs in the
 // same process and shares the CPUs, as it would on the same machine.
 //
-// It also reports the machine's ed25519 verify ceiling measured in the
-// same run on every CPU (GOMAXPROCS goroutines verifying a 400-byte
-// message for one second) and the ingest rate as a fraction of it, and
-// the CPU time the process (Ferry and the generator) used per PDU while
-// sending, with how busy that kept the CPUs.
+// It also reports two ceilings measured in the same run on every CPU
+// (GOMAXPROCS goroutines for one second each), with the ingest rate as a
+// fraction of each:
+//
+//   - the ed25519 verify ceiling: verifications of a 400-byte message;
+//   - the PDU check ceiling: the checks every PDU needs before anything
+//     else (parsing, the event ID's reference hash, the content hash and
+//     the signature) on a message PDU like the ones sent, which is the
+//     "CPU ceiling for checking a PDU (parse, hash, ed25519 verify)" of
+//     issue 14.
+//
+// And the CPU time the process (Ferry and the generator) used per PDU
+// while sending, with how busy that kept the CPUs.
 //
 //	go test ./cmd/ferry-load -run '^$' -bench SendIngest -benchtime 1x -pdus 5000
 func BenchmarkSendIngest(b *testing.B) {
 	ceiling := verifyCeiling(b, time.Second)
+	checkCeiling := pduCheckCeiling(b, time.Second)
 	var rate, p50, p99, cpuPerPDU, cpuShare float64
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
@@ -73,10 +85,75 @@ func BenchmarkSendIngest(b *testing.B) {
 	b.ReportMetric(p99/n, "txn-p99-ms")
 	b.ReportMetric(ceiling, "ed25519-verify/s-all-CPUs")
 	b.ReportMetric(rate/n/ceiling, "ratio-to-ceiling")
+	b.ReportMetric(checkCeiling, "pdu-checks/s-all-CPUs")
+	b.ReportMetric(rate/n/checkCeiling, "ratio-to-check-ceiling")
 	// The process holds both Ferry and the load generator: how much CPU a
 	// PDU cost them together, and how busy the CPUs were.
 	b.ReportMetric(cpuPerPDU/n, "CPU-µs/PDU")
 	b.ReportMetric(cpuShare/n, "%-of-all-CPUs")
+}
+
+// pduCheckCeiling returns how many message PDUs per second the machine
+// checks on all its CPUs, measured for d: parsed under room version 12
+// (which computes the event ID), content hash checked, signature
+// verified.
+func pduCheckCeiling(b *testing.B, d time.Duration) float64 {
+	v, err := rooms.LookupVersion("12")
+	if err != nil {
+		b.Fatal(err)
+	}
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	key := rooms.SigningKey{ServerName: "load0.test", KeyID: "ed25519:a", Private: priv}
+	id := func(c byte) string { return "$" + rooms.EncodeBase64URL(bytes.Repeat([]byte{c}, 32)) }
+	ev, err := rooms.BuildEvent(v, rooms.EventTemplate{
+		Type: "m.room.message", Sender: "@load0:load0.test", RoomID: "!" + rooms.EncodeBase64URL(bytes.Repeat([]byte{1}, 32)),
+		Content:    map[string]any{"msgtype": "m.text", "body": "load message 1234 from load0.test"},
+		PrevEvents: []string{id(2)}, AuthEvents: []string{id(3), id(4)}, Depth: 1234, OriginServerTS: time.Now().UnixMilli(),
+	}, key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	raw := ev.JSON()
+	keys := staticKey{server: key.ServerName, keyID: key.KeyID, pub: pub}
+	var total atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			n := int64(0)
+			for time.Since(start) < d {
+				ev, err := rooms.ParseEvent(v, raw)
+				if err != nil || !ev.ContentHashValid() {
+					b.Errorf("the PDU does not parse or its hash is wrong: %v", err)
+					return
+				}
+				if err := rooms.VerifyEventSignatures(ev, keys); err != nil {
+					b.Error(err)
+					return
+				}
+				n++
+			}
+			total.Add(n)
+		})
+	}
+	wg.Wait()
+	return float64(total.Load()) / time.Since(start).Seconds()
+}
+
+// staticKey is a KeyLookup knowing one key.
+type staticKey struct {
+	server, keyID string
+	pub           ed25519.PublicKey
+}
+
+func (k staticKey) VerifyKey(server, keyID string, _ int64) (ed25519.PublicKey, error) {
+	if server != k.server || keyID != k.keyID {
+		return nil, fmt.Errorf("unknown key %s of %s", keyID, server)
+	}
+	return k.pub, nil
 }
 
 // verifyCeiling returns how many ed25519 verifications per second the
