@@ -21,24 +21,26 @@ import (
 // heldLookup collects the event IDs of a transaction's rooms and asks
 // the store once, when every room that takes part has handed in its IDs.
 type heldLookup struct {
-	store interface {
-		MissingEventIDs(ctx context.Context, ids []string) ([]string, error)
-	}
+	store unheldLookup
 
 	mu       sync.Mutex
 	expected int // rooms yet to hand in their IDs or withdraw
 	ids      []string
 	done     chan struct{}
-	// After done: the IDs the store did not hold, or the lookup's error.
-	missing map[string]bool
-	err     error
+	// After done: the IDs the store did not hold, each with whether it
+	// had no row of it at all (UnheldEvents), or the lookup's error.
+	unheld map[string]bool
+	err    error
+}
+
+// unheldLookup is the store's question heldLookup asks.
+type unheldLookup interface {
+	UnheldEvents(ctx context.Context, ids []string) (map[string]bool, error)
 }
 
 // newHeldLookup prepares a lookup for rooms rooms; each must call join
 // or withdraw exactly once.
-func newHeldLookup(st interface {
-	MissingEventIDs(ctx context.Context, ids []string) ([]string, error)
-}, rooms int) *heldLookup {
+func newHeldLookup(st unheldLookup, rooms int) *heldLookup {
 	return &heldLookup{store: st, expected: rooms, done: make(chan struct{})}
 }
 
@@ -64,19 +66,11 @@ func (l *heldLookup) ask(ctx context.Context) {
 	if len(l.ids) == 0 {
 		return
 	}
-	missing, err := l.store.MissingEventIDs(ctx, l.ids)
-	if err != nil {
-		l.err = err
-		return
-	}
-	l.missing = make(map[string]bool, len(missing))
-	for _, id := range missing {
-		l.missing[id] = true
-	}
+	l.unheld, l.err = l.store.UnheldEvents(ctx, l.ids)
 }
 
-// notHeld waits for the answer and reports, for each of ids, whether the
-// store did not hold it; ok is false when the lookup failed.
+// notHeld waits for the answer and returns the store's answer for ids,
+// as UnheldEvents gives it; ok is false when the lookup failed.
 func (l *heldLookup) notHeld(ctx context.Context, ids []string) (map[string]bool, bool) {
 	select {
 	case <-l.done:
@@ -88,8 +82,8 @@ func (l *heldLookup) notHeld(ctx context.Context, ids []string) (map[string]bool
 	}
 	out := make(map[string]bool, len(ids))
 	for _, id := range ids {
-		if l.missing[id] {
-			out[id] = true
+		if absent, ok := l.unheld[id]; ok {
+			out[id] = absent
 		}
 	}
 	return out, true

@@ -224,6 +224,7 @@ func (e *Engine) receiveRoom(ctx context.Context, origin string, g *roomPDUs, he
 	defer pre.wait()
 	e.beginStaging(h)
 	pre.stage = h.stage
+	h.stage.absent = pre.absent
 	failed := func(err error) {
 		// Our fault: the transaction fails and is retried, so every PDU
 		// not committed yet, staged ones included, is answered with it.
@@ -315,6 +316,10 @@ func parseAnyVersion(raw []byte, roomID string) *rooms.Event {
 type prechecked struct {
 	signatures map[string]*signatureCheck
 	notHeld    map[string]bool
+	// absent are those of notHeld the store has no row of, not even a
+	// placeholder: written without looking (store.NewEvent.Absent) while
+	// stage is current.
+	absent map[string]bool
 	// stage is the staging area notHeld is true for: once it is flushed
 	// (a new one replaces it), staged events are in the store, no longer
 	// pinned, and notHeld says nothing about them.
@@ -346,7 +351,7 @@ func (p *prechecked) wait() { p.verifiers.Wait() }
 
 // newPrechecked returns an empty precheck for up to n events.
 func newPrechecked(n int) *prechecked {
-	return &prechecked{signatures: make(map[string]*signatureCheck, n), notHeld: make(map[string]bool, n)}
+	return &prechecked{signatures: make(map[string]*signatureCheck, n), notHeld: make(map[string]bool, n), absent: make(map[string]bool, n)}
 }
 
 // eventIDs returns the IDs of evs.
@@ -358,9 +363,9 @@ func eventIDs(evs []*rooms.Event) []string {
 	return ids
 }
 
-// precheck finds which of evs the store does not hold (known, when not
-// nil, is the store's answer already: true for the IDs it does not hold)
-// and verifies, in
+// precheck finds which of evs the store does not hold, and which of
+// those it has no row of (known, when not nil, is the store's answer
+// already, as UnheldEvents gives it) and verifies, in
 // the background and in the order of evs, the signatures of those that
 // pre (what verifyEarly started, or nil) is not verifying yet; call wait
 // before dropping the result.
@@ -371,12 +376,14 @@ func (e *Engine) precheck(ctx context.Context, evs []*rooms.Event, pre *precheck
 	if len(evs) == 0 {
 		return pre
 	}
-	if known != nil {
-		pre.notHeld = known
-	} else if missing, err := e.Store.MissingEventIDs(ctx, eventIDs(evs)); err == nil {
+	if known == nil {
 		// A failed look-up only costs the per-PDU reads it would have saved.
-		for _, id := range missing {
-			pre.notHeld[id] = true
+		known, _ = e.Store.UnheldEvents(ctx, eventIDs(evs))
+	}
+	for id, absent := range known {
+		pre.notHeld[id] = true
+		if absent {
+			pre.absent[id] = true
 		}
 	}
 	var notHeld []*rooms.Event

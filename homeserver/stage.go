@@ -19,6 +19,11 @@ type staged struct {
 	batch      store.Batch
 	ids        []string
 	redactions []stagedRedaction
+	// absent are events the store had no row of when the transaction
+	// began (prechecked.absent). Only the first flush of a transaction
+	// may rely on it: what that flush writes can leave placeholders of
+	// the transaction's later events.
+	absent map[string]bool
 }
 
 type stagedRedaction struct {
@@ -71,6 +76,11 @@ func (e *Engine) flush(ctx context.Context, h *roomHead, roomID string) ([]strin
 	}
 	s := h.stage
 	h.stage = &staged{}
+	for i, ne := range s.batch.Events {
+		if s.absent[ne.Event.EventID()] {
+			s.batch.Events[i].Absent = true
+		}
+	}
 	var res store.PersistResult
 	err := e.filterDestinations(ctx, &s.batch)
 	if err == nil {

@@ -142,43 +142,65 @@ func (db *DB) eventsByNIDs(t *txn, nids []int64) ([]*StoredEvent, error) {
 // MissingEventIDs returns the IDs among ids that are not held (placeholders
 // count as not held), in the order given.
 func (db *DB) MissingEventIDs(ctx context.Context, ids []string) ([]string, error) {
-	held := make(map[string]bool, len(ids))
+	unheld, err := db.UnheldEvents(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, id := range ids {
+		if _, ok := unheld[id]; ok {
+			out = append(out, id)
+			delete(unheld, id)
+		}
+	}
+	return out, nil
+}
+
+// UnheldEvents returns the IDs among ids that are not held, each with
+// whether the store has no row of it at all (true) or a placeholder
+// (false: a held event names it). An event with no row can be written
+// without looking for one (NewEvent.Absent).
+func (db *DB) UnheldEvents(ctx context.Context, ids []string) (map[string]bool, error) {
+	out := make(map[string]bool, len(ids))
 	if len(ids) == 1 {
 		// One PDU of a room: an index lookup, without json_each or a
 		// transaction around it.
-		var nid int64
-		err := db.readRow(ctx, db.d.heldEventNID, []any{ids[0]}, &nid)
+		var held bool
+		err := db.readRow(ctx, db.d.eventHeld, []any{ids[0]}, &held)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
-			return ids, nil
+			out[ids[0]] = true
 		case err != nil:
-			return nil, fmt.Errorf("store: missing events: %w", err)
+			return nil, fmt.Errorf("store: unheld events: %w", err)
+		case !held:
+			out[ids[0]] = false
 		}
-		return nil, nil
+		return out, nil
 	}
+	rowHeld := make(map[string]bool, len(ids))
 	err := db.read(ctx, func(t *txn) error {
-		rows, err := t.query(db.d.heldEventIDs, idsJSON(ids))
+		rows, err := t.query(db.d.eventsHeld, idsJSON(ids))
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
 		for rows.Next() {
 			var id string
-			if err := rows.Scan(&id); err != nil {
+			var held bool
+			if err := rows.Scan(&id, &held); err != nil {
 				return err
 			}
-			held[id] = true
+			rowHeld[id] = held
 		}
 		return rows.Err()
 	})
 	if err != nil {
-		return nil, fmt.Errorf("store: missing events: %w", err)
+		return nil, fmt.Errorf("store: unheld events: %w", err)
 	}
-	var out []string
 	for _, id := range ids {
-		if !held[id] {
-			out = append(out, id)
-			held[id] = true
+		held, row := rowHeld[id]
+		if !held {
+			out[id] = !row
 		}
 	}
 	return out, nil

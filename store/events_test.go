@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	stdmaps "maps"
 	"slices"
 	"testing"
 
@@ -468,5 +469,59 @@ func TestEventNearTimestamp(t *testing.T) {
 	}
 	if _, _, err := db.EventNearTimestamp(ctx, "!nowhere:a.test", 0, true); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("unknown room: %v, want ErrNotFound", err)
+	}
+}
+
+// TestUnheldEvents: events not held are told apart by whether the store
+// has a placeholder of them; one written as Absent skips the look-up, and
+// when that was wrong (a placeholder exists) the write fails and keeps
+// nothing, while the same write without the claim succeeds.
+func TestUnheldEvents(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := storetest.Open(t)
+	r := newTestRoom(t, "unheld")
+	gen := r.genesis()
+	persist(t, db, linear(gen...))
+	before := r.last
+	x := r.build("m.room.message", nil, r.creator, map[string]any{"body": "x"}, before)
+	// y names x, which is not held: x gets a placeholder.
+	y := r.build("m.room.message", nil, r.creator, map[string]any{"body": "y"}, []string{x.EventID()})
+	persist(t, db, store.Batch{Events: []store.NewEvent{{Event: y, Outcome: store.Accepted, StateBefore: &store.StateRef{AfterEvent: before[0]}}}})
+
+	held, unknown := gen[0].EventID(), fakeID("unknown")
+	unheld, err := db.UnheldEvents(ctx, []string{held, x.EventID(), unknown})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]bool{x.EventID(): false, unknown: true}; !stdmaps.Equal(unheld, want) {
+		t.Fatalf("unheld %v, want %v", unheld, want)
+	}
+	for id, want := range map[string]map[string]bool{held: {}, x.EventID(): {x.EventID(): false}, unknown: {unknown: true}} {
+		got, err := db.UnheldEvents(ctx, []string{id})
+		if err != nil || !stdmaps.Equal(got, want) {
+			t.Fatalf("UnheldEvents(%s) = %v, %v; want %v", id, got, err, want)
+		}
+	}
+
+	wrong := store.Batch{Events: []store.NewEvent{{Event: x, Outcome: store.Accepted, StateBefore: &store.StateRef{AfterEvent: before[0]}, Absent: true}}}
+	if _, err := db.PersistEvents(ctx, wrong); err == nil {
+		t.Fatal("an event claimed absent was written over its placeholder")
+	}
+	if unheld, _ := db.UnheldEvents(ctx, []string{x.EventID()}); !stdmaps.Equal(unheld, map[string]bool{x.EventID(): false}) {
+		t.Fatalf("after the failed write: %v", unheld)
+	}
+	wrong.Events[0].Absent = false
+	persist(t, db, wrong)
+	z := r.build("m.room.message", nil, r.creator, map[string]any{"body": "z"}, []string{y.EventID()})
+	res := persist(t, db, store.Batch{Events: []store.NewEvent{{Event: z, Outcome: store.Accepted, StateBefore: &store.StateRef{AfterEvent: before[0]}, Absent: true}}})
+	if !slices.Equal(res.Stored, []string{z.EventID()}) {
+		t.Fatalf("stored %v", res.Stored)
+	}
+	if unheld, _ := db.UnheldEvents(ctx, []string{x.EventID(), y.EventID(), z.EventID()}); len(unheld) != 0 {
+		t.Fatalf("still unheld: %v", unheld)
+	}
+	if err := db.IntegrityCheck(ctx); err != nil {
+		t.Fatal(err)
 	}
 }

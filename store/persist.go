@@ -276,7 +276,7 @@ func (w *wtx) loadKnown(b Batch) error {
 	w.known = make(map[string]bool)
 	var ids []string
 	for _, ne := range b.Events {
-		if ne.Outcome != Outlier {
+		if ne.Outcome != Outlier && !ne.Absent {
 			ids = append(ids, ne.Event.EventID())
 		}
 	}

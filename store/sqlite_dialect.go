@@ -31,17 +31,17 @@ type dialect struct {
 	roomCurrentSnapshot, setRoomCurrentSnapshot               string
 
 	// events and edges
-	eventRows, newEventRows                                   insertShape
-	existingEventIDs                                          string
-	lookupEventNID, insertPlaceholder, heldEventNID           string
-	prevEdgeRows, authEdgeRows                                insertShape
-	multiInsert                                               func(s insertShape, rows int) string
-	eventByID, eventsByIDs, eventsByNIDs, heldEventIDs        string
-	heldNIDsInRoom, prevEventsOf, eventIDByNID, eventStateRow string
-	redactEvent, authChain, authChildren                      string
-	forwardExtremities                                        string
-	extremityRows, droppedExtremityRows                       insertShape
-	extremityNIDs, maxEventNID, heldFollowers                 string
+	eventRows, newEventRows                                    insertShape
+	existingEventIDs                                           string
+	lookupEventNID, insertPlaceholder, heldEventNID, eventHeld string
+	prevEdgeRows, authEdgeRows                                 insertShape
+	multiInsert                                                func(s insertShape, rows int) string
+	eventByID, eventsByIDs, eventsByNIDs, eventsHeld           string
+	heldNIDsInRoom, prevEventsOf, eventIDByNID, eventStateRow  string
+	redactEvent, authChain, authChildren                       string
+	forwardExtremities                                         string
+	extremityRows, droppedExtremityRows                        insertShape
+	extremityNIDs, maxEventNID, heldFollowers                  string
 
 	// state
 	lookupStateKey, stateKeyByNID                  string
@@ -158,6 +158,7 @@ var sqliteDialect = &dialect{
 	lookupEventNID:       `SELECT event_nid FROM events WHERE event_id = ?`,
 	insertPlaceholder:    `INSERT INTO events (event_id, room_nid) VALUES (?, ?) RETURNING event_nid`,
 	heldEventNID:         `SELECT event_nid FROM events WHERE event_id = ? AND json IS NOT NULL`,
+	eventHeld:            `SELECT json IS NOT NULL FROM events WHERE event_id = ?`,
 	prevEdgeRows:         insertShape{"event_prev", []string{"event_nid", "prev_nid"}, "ON CONFLICT DO NOTHING", false},
 	authEdgeRows:         insertShape{"event_auth", []string{"event_nid", "auth_nid"}, "ON CONFLICT DO NOTHING", false},
 	extremityRows:        insertShape{"forward_extremities", []string{"room_nid", "event_nid"}, "ON CONFLICT DO NOTHING", false},
@@ -190,7 +191,7 @@ var sqliteDialect = &dialect{
 		WHERE e.event_id IN (SELECT value FROM json_each(?)) AND e.json IS NOT NULL`,
 	eventsByNIDs: `SELECT e.event_nid, ` + sqliteEventCols + ` FROM events e JOIN rooms r ON r.room_nid = e.room_nid
 		WHERE e.event_nid IN (SELECT value FROM json_each(?)) AND e.json IS NOT NULL`,
-	heldEventIDs:   `SELECT event_id FROM events WHERE event_id IN (SELECT value FROM json_each(?)) AND json IS NOT NULL`,
+	eventsHeld:     `SELECT event_id, json IS NOT NULL FROM events WHERE event_id IN (SELECT value FROM json_each(?))`,
 	heldNIDsInRoom: `SELECT event_nid, depth FROM events WHERE event_id IN (SELECT value FROM json_each(?)) AND room_nid = ? AND json IS NOT NULL`,
 	prevEventsOf: `SELECT e.event_nid, e.depth FROM event_prev p JOIN events e ON e.event_nid = p.prev_nid
 		WHERE p.event_nid = ? AND e.room_nid = ? AND e.json IS NOT NULL`,

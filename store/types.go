@@ -72,6 +72,11 @@ type NewEvent struct {
 	StateBefore *StateRef
 	// Destinations are the servers the event is queued for.
 	Destinations []string
+	// Absent says the caller knows the store has no row of the event, not
+	// even a placeholder (UnheldEvents said so, and nothing of the room
+	// was written since): the store does not look for one. Wrong, the
+	// write fails (the event ID is unique) and nothing of it is kept.
+	Absent bool
 }
 
 // Batch is what PersistEvents writes in one transaction.
