@@ -146,6 +146,10 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 		return nil, err
 	}
 	opts = opts.withDefaults()
+	if err := installWALWrites(); err != nil && opts.Logger != nil {
+		// Only slower: SQLite writes its log frame by frame.
+		opts.Logger.Warn().Err(err).Msg("gathering write-ahead log writes is off")
+	}
 	db := &DB{
 		path:      p,
 		opts:      opts,
