@@ -246,6 +246,9 @@ func walPwrite(tls *libc.TLS, fd int32, buf uintptr, n uint64, off int64) int64 
 	}
 	if len(l.buf) == 0 {
 		l.start = off
+		if l.buf == nil {
+			l.buf = make([]byte, 0, walBufferMax)
+		}
 	}
 	data := unsafe.Slice((*byte)(ptrOf(buf)), n)
 	l.buf = append(l.buf, data...)
@@ -273,9 +276,6 @@ func (l *walLog) flush(tls *libc.TLS, fd int32) bool {
 	}
 	buf, off := l.buf, l.start
 	l.buf, l.pageNext, l.commitNext = l.buf[:0], false, false
-	if cap(l.buf) > walBufferMax {
-		l.buf = nil
-	}
 	for len(buf) > 0 {
 		walWriteCounts.written.Add(1)
 		done := realPwrite(tls, fd, uintptr(unsafe.Pointer(&buf[0])), uint64(len(buf)), off)
