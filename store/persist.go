@@ -50,6 +50,8 @@ type wtx struct {
 // than one per table and room.
 type writeBuffers struct {
 	newEvents, prevEdges, authEdges, entries, current, outbound *rowBuffer
+	// numberedArgs is reused by insertNumbered.
+	numberedArgs []any
 	// addedExts and droppedExts are forward extremity rows to insert and
 	// to delete; the inserts are written first, so a later write of the
 	// same room in a merged group can drop what an earlier one added.

@@ -31,6 +31,14 @@ type insertShape struct {
 	onClause string // what follows VALUES (conflict handling), may be empty
 	// deletes makes the statement delete the rows listed instead.
 	deletes bool
+	// impliedKey: the first column is the table's integer key, numbered
+	// by the store as the database would number the rows (one past the
+	// largest, in order). The statement leaves it out and lets the
+	// database number them, and the flush checks that the numbers agree.
+	// An explicit key would make SQLite keep a statement journal (a copy
+	// of every page the statement changes) in case a key is not an
+	// integer.
+	impliedKey bool
 }
 
 func newRowBuffer(s insertShape) *rowBuffer {
@@ -54,12 +62,41 @@ func (w *wtx) flush(b *rowBuffer) error {
 	cols := len(b.ins.columns)
 	for args := b.args; len(args) > 0; {
 		n := pow2Chunk(len(args) / cols)
-		if _, err := w.t.exec(w.db.d.multiInsert(b.ins, n), args[:n*cols]...); err != nil {
+		if b.ins.impliedKey {
+			if err := w.insertNumbered(b, args[:n*cols]); err != nil {
+				return err
+			}
+		} else if _, err := w.t.exec(w.db.d.multiInsert(b.ins, n), args[:n*cols]...); err != nil {
 			return fmt.Errorf("insert into %s: %w", b.ins.table, err)
 		}
 		args = args[n*cols:]
 	}
 	b.args = b.args[:0]
+	return nil
+}
+
+// insertNumbered inserts rows of an impliedKey shape without their keys
+// and checks that the database numbered them as the store did.
+func (w *wtx) insertNumbered(b *rowBuffer, rows []any) error {
+	cols := len(b.ins.columns)
+	n := len(rows) / cols
+	vals := w.numberedArgs[:0]
+	for r := 0; r < n; r++ {
+		vals = append(vals, rows[r*cols+1:(r+1)*cols]...)
+	}
+	res, err := w.t.exec(w.db.d.multiInsert(b.ins, n), vals...)
+	clear(vals) // the rows' JSON is not kept alive by the reused slice
+	w.numberedArgs = vals[:0]
+	if err != nil {
+		return fmt.Errorf("insert into %s: %w", b.ins.table, err)
+	}
+	last, err := res.LastInsertId()
+	if err != nil {
+		return fmt.Errorf("insert into %s: %w", b.ins.table, err)
+	}
+	if want, ok := rows[(n-1)*cols].(int64); !ok || last != want {
+		return fmt.Errorf("insert into %s: the database numbered the last row %d, the store %v", b.ins.table, last, rows[(n-1)*cols])
+	}
 	return nil
 }
 

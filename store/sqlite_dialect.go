@@ -86,7 +86,7 @@ func cachedMultiInsert(build func(s insertShape, rows int) string) func(s insert
 	}
 	var cache sync.Map
 	return func(s insertShape, rows int) string {
-		k := key{fmt.Sprint(s.table, "\x00", s.onClause, "\x00", s.deletes), rows}
+		k := key{fmt.Sprint(s.table, "\x00", s.onClause, "\x00", s.deletes, s.impliedKey), rows}
 		if q, ok := cache.Load(k); ok {
 			return q.(string)
 		}
@@ -151,26 +151,35 @@ var sqliteDialect = &dialect{
 		outlier = excluded.outlier, rejected_reason = excluded.rejected_reason, soft_failed = excluded.soft_failed,
 		before_snapshot_nid = excluded.before_snapshot_nid, json = excluded.json
 	WHERE events.json IS NULL OR (events.outlier = 1 AND excluded.outlier = 0)
-	RETURNING event_nid, event_id`, false},
+	RETURNING event_nid, event_id`, false, false},
 	newEventRows: insertShape{"events", []string{"event_nid", "event_id", "room_nid", "state_key_nid", "membership", "depth",
-		"origin_server_ts", "outlier", "rejected_reason", "soft_failed", "before_snapshot_nid", "json"}, "", false},
+		"origin_server_ts", "outlier", "rejected_reason", "soft_failed", "before_snapshot_nid", "json"}, "", false, true},
 	existingEventIDs:     `SELECT event_id FROM events WHERE event_id IN (SELECT value FROM json_each(?))`,
 	lookupEventNID:       `SELECT event_nid FROM events WHERE event_id = ?`,
 	insertPlaceholder:    `INSERT INTO events (event_id, room_nid) VALUES (?, ?) RETURNING event_nid`,
 	heldEventNID:         `SELECT event_nid FROM events WHERE event_id = ? AND json IS NOT NULL`,
 	eventHeld:            `SELECT json IS NOT NULL FROM events WHERE event_id = ?`,
-	prevEdgeRows:         insertShape{"event_prev", []string{"event_nid", "prev_nid"}, "ON CONFLICT DO NOTHING", false},
-	authEdgeRows:         insertShape{"event_auth", []string{"event_nid", "auth_nid"}, "ON CONFLICT DO NOTHING", false},
-	extremityRows:        insertShape{"forward_extremities", []string{"room_nid", "event_nid"}, "ON CONFLICT DO NOTHING", false},
-	droppedExtremityRows: insertShape{"forward_extremities", []string{"room_nid", "event_nid"}, "", true},
+	prevEdgeRows:         insertShape{"event_prev", []string{"event_nid", "prev_nid"}, "ON CONFLICT DO NOTHING", false, false},
+	authEdgeRows:         insertShape{"event_auth", []string{"event_nid", "auth_nid"}, "ON CONFLICT DO NOTHING", false, false},
+	extremityRows:        insertShape{"forward_extremities", []string{"room_nid", "event_nid"}, "ON CONFLICT DO NOTHING", false, false},
+	droppedExtremityRows: insertShape{"forward_extremities", []string{"room_nid", "event_nid"}, "", true, false},
 	multiInsert: cachedMultiInsert(func(s insertShape, rows int) string {
 		var b strings.Builder
-		if s.deletes {
-			fmt.Fprintf(&b, "DELETE FROM %s WHERE (%s) IN (VALUES ", s.table, strings.Join(s.columns, ", "))
-		} else {
-			fmt.Fprintf(&b, "INSERT INTO %s (%s) VALUES ", s.table, strings.Join(s.columns, ", "))
+		columns := s.columns
+		switch {
+		case s.deletes:
+			fmt.Fprintf(&b, "DELETE FROM %s WHERE (%s) IN (VALUES ", s.table, strings.Join(columns, ", "))
+		default:
+			if s.impliedKey {
+				columns = columns[1:]
+			}
+			// OR FAIL: a failing row need not undo the rows before it in
+			// the statement (a failed write undoes its whole transaction
+			// or savepoint), so SQLite keeps no statement journal, a copy
+			// of every page the statement changes.
+			fmt.Fprintf(&b, "INSERT OR FAIL INTO %s (%s) VALUES ", s.table, strings.Join(columns, ", "))
 		}
-		row := "(?" + strings.Repeat(", ?", len(s.columns)-1) + ")"
+		row := "(?" + strings.Repeat(", ?", len(columns)-1) + ")"
 		for i := range rows {
 			if i > 0 {
 				b.WriteString(", ")
@@ -218,12 +227,12 @@ var sqliteDialect = &dialect{
 
 	lookupStateKey: `SELECT state_key_nid FROM state_keys WHERE type = ? AND state_key = ?`,
 	stateKeyRows: insertShape{"state_keys", []string{"type", "state_key"},
-		"ON CONFLICT (type, state_key) DO NOTHING RETURNING state_key_nid, type, state_key", false},
+		"ON CONFLICT (type, state_key) DO NOTHING RETURNING state_key_nid, type, state_key", false, false},
 	stateKeyByNID:  `SELECT type, state_key FROM state_keys WHERE state_key_nid = ?`,
 	insertSnapshot: `INSERT INTO state_snapshots (room_nid, parent_nid, span, entries, chain_rows, full_rows) VALUES (?, ?, ?, ?, ?, ?) RETURNING snapshot_nid`,
-	stateEntryRows: insertShape{"state_entries", []string{"snapshot_nid", "state_key_nid", "event_nid"}, "", false},
+	stateEntryRows: insertShape{"state_entries", []string{"snapshot_nid", "state_key_nid", "event_nid"}, "", false, false},
 	currentStateRows: insertShape{"current_state", []string{"room_nid", "state_key_nid", "event_nid"},
-		"ON CONFLICT (room_nid, state_key_nid) DO UPDATE SET event_nid = excluded.event_nid", false},
+		"ON CONFLICT (room_nid, state_key_nid) DO UPDATE SET event_nid = excluded.event_nid", false, false},
 	setAfterSnapshot: `UPDATE events SET after_snapshot_nid = ? WHERE event_nid = ?`,
 	snapshotChain: `WITH RECURSIVE c(nid, parent, span, entries, chain_rows, full_rows, lvl) AS (
 		SELECT snapshot_nid, parent_nid, span, entries, chain_rows, full_rows, 0 FROM state_snapshots WHERE snapshot_nid = ?
@@ -280,7 +289,7 @@ var sqliteDialect = &dialect{
 	putTxnResponse: `INSERT INTO inbound_txns (origin, txn_id, response, received_ts) VALUES (?, ?, ?, ?)
 		ON CONFLICT (origin, txn_id) DO UPDATE SET response = excluded.response`,
 	expireTxns:          `DELETE FROM inbound_txns WHERE received_ts < ?`,
-	outboundRows:        insertShape{"outbound", []string{"destination", "event_nid"}, "", false},
+	outboundRows:        insertShape{"outbound", []string{"destination", "event_nid"}, "", false, false},
 	enqueueEDU:          `INSERT INTO outbound (destination, edu) VALUES (?, ?)`,
 	pendingDestinations: `SELECT destination FROM outbound UNION SELECT destination FROM destinations WHERE txn_id != '' ORDER BY 1`,
 	peekPDUs: `SELECT o.pos, e.event_id, e.json FROM outbound o JOIN events e ON e.event_nid = o.event_nid
@@ -319,8 +328,8 @@ var sqliteDialect = &dialect{
 	deleteItems:      `DELETE FROM outbound WHERE destination = ?1 AND pos IN (SELECT value FROM json_each(?2))`,
 	pendingCountUpTo: `SELECT COUNT(*) FROM (SELECT 1 FROM outbound WHERE destination = ?1 LIMIT ?2)`,
 
-	hostLogRows:         insertShape{"host_log", []string{"kind", "room_id", "event_nid", "payload", "ts"}, "RETURNING pos", false},
-	numberedHostLogRows: insertShape{"host_log", []string{"pos", "kind", "room_id", "event_nid", "payload", "ts"}, "", false},
+	hostLogRows:         insertShape{"host_log", []string{"kind", "room_id", "event_nid", "payload", "ts"}, "RETURNING pos", false, false},
+	numberedHostLogRows: insertShape{"host_log", []string{"pos", "kind", "room_id", "event_nid", "payload", "ts"}, "", false, false},
 	readHostLog: `SELECT h.pos, h.kind, h.room_id, e.event_id, COALESCE(e.json, h.payload), h.ts
 		FROM host_log h LEFT JOIN events e ON e.event_nid = h.event_nid
 		WHERE h.pos > ? ORDER BY h.pos LIMIT ?`,
