@@ -116,7 +116,12 @@ var sqliteDialect = &dialect{
 		if readOnly {
 			b.WriteString("&_pragma=query_only(1)")
 		} else {
-			b.WriteString("&_pragma=journal_mode(WAL)&_pragma=cache_size(-32768)&_pragma=temp_store(MEMORY)&_txlock=immediate")
+			// wal_autocheckpoint: the log is copied back into the database
+			// every 10,000 pages (40 MB) instead of SQLite's 1,000. A page
+			// written again before the copy is copied once, and the
+			// transaction that reaches the mark (and waits for the copy)
+			// comes ten times less often.
+			b.WriteString("&_pragma=journal_mode(WAL)&_pragma=cache_size(-32768)&_pragma=temp_store(MEMORY)&_txlock=immediate&_pragma=wal_autocheckpoint(10000)")
 		}
 		return b.String()
 	},
