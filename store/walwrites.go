@@ -177,36 +177,38 @@ func walClose(tls *libc.TLS, fd int32) int32 {
 }
 
 func walFstat(tls *libc.TLS, fd int32, buf uintptr) int32 {
-	if l := logOf(fd); l != nil {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		if !l.flush(tls, fd) {
-			return -1
-		}
+	if !flushLog(tls, fd) {
+		return -1
 	}
 	return (*(*func(*libc.TLS, int32, uintptr) int32)(unsafe.Pointer(&sysFstat)))(tls, fd, buf)
 }
 
 func walFtruncate(tls *libc.TLS, fd int32, size int64) int32 {
-	if l := logOf(fd); l != nil {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		if !l.flush(tls, fd) {
-			return -1
-		}
+	if !flushLog(tls, fd) {
+		return -1
 	}
 	return (*(*func(*libc.TLS, int32, int64) int32)(unsafe.Pointer(&sysFtruncate)))(tls, fd, size)
 }
 
 func walPread(tls *libc.TLS, fd int32, buf uintptr, n uint64, off int64) int64 {
-	if l := logOf(fd); l != nil {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		if !l.flush(tls, fd) {
-			return -1
-		}
+	if !flushLog(tls, fd) {
+		return -1
 	}
 	return realPread(tls, fd, buf, n, off)
+}
+
+// flushLog writes what is gathered for fd when it is a log; false (errno
+// set) when that failed. SQLite uses a connection's files from one
+// goroutine at a time, so nothing is gathered between this and the call
+// that follows it.
+func flushLog(tls *libc.TLS, fd int32) bool {
+	l := logOf(fd)
+	if l == nil {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.flush(tls, fd)
 }
 
 func realPread(tls *libc.TLS, fd int32, buf uintptr, n uint64, off int64) int64 {
