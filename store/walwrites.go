@@ -41,6 +41,12 @@ import (
 //     commit).
 //
 // Logs are known by the path they are opened under ("-wal").
+//
+// The replacements have the signatures the transpiled SQLite of
+// modernc.org/sqlite calls its system calls with, and are handed to it as
+// it represents function pointers (funcPointer): an upgrade of that
+// module that changed either would show at once in
+// TestWALWrites_CommitIsOnDiskWhenItReturns and the crash test.
 
 // walBufferMax bounds the bytes gathered for one log.
 const walBufferMax = 4 << 20
